@@ -1,0 +1,82 @@
+"""Array-namespace helpers: which library an array belongs to, and overrides.
+
+Nothing here imports a framework: ``array_api_compat`` inspects the arrays'
+types, so importing :mod:`adamp_core` stays cheap.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import array_api_compat
+
+__all__ = ["namespace_of", "with_overrides", "full_like_scalar", "compute_dtype"]
+
+Array = Any
+
+
+def namespace_of(*arrays: Array | None) -> Any:
+    """The array-API namespace shared by ``arrays`` (``None`` entries ignored).
+
+    Raises:
+      TypeError: the arrays come from different libraries, or one is not an
+        array of a library that ``array_api_compat`` supports.
+    """
+    present = [a for a in arrays if a is not None]
+    try:
+        return array_api_compat.array_namespace(*present)
+    except TypeError as err:
+        kinds = sorted({f"{type(a).__module__}.{type(a).__qualname__}" for a in present})
+        raise TypeError(
+            f"all arrays must come from one array library; got {', '.join(kinds)} ({err})"
+        ) from None
+
+
+def with_overrides(xp: Any, **functions: Any) -> Any:
+    """``xp`` with some functions replaced, e.g. a faster ``vecdot``.
+
+    Every building block of :mod:`adamp_core` takes ``xp=``; an adapter passes
+    ``with_overrides(xp, vecdot=torch.linalg.vecdot)`` to swap in a native
+    kernel without copying any math. The replacement must follow the array-API
+    signature of the function it replaces.
+
+    Returns:
+      A namespace whose attributes are ``functions`` first, then ``xp``'s.
+    """
+    unknown = [name for name in functions if not hasattr(xp, name)]
+    if unknown:
+        raise AttributeError(f"{getattr(xp, '__name__', xp)!r} has no function(s) {unknown}")
+    return _Overridden(xp, functions)
+
+
+class _Overridden(SimpleNamespace):
+    def __init__(self, base: Any, functions: dict[str, Any]) -> None:
+        super().__init__(**functions)
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:  # called only for names not overridden
+        return getattr(self._base, name)
+
+
+def full_like_scalar(value: Any, like: Array, xp: Any, dtype: Any = None) -> Array:
+    """A 0-d array holding ``value``, on ``like``'s device, in ``dtype`` (default ``like.dtype``).
+
+    ``value`` may be a Python scalar or a 0-d array (a traced JAX value, say).
+    """
+    dtype = like.dtype if dtype is None else dtype
+    if isinstance(value, (int, float, bool)):
+        return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))
+    return xp.astype(value, dtype)
+
+
+def compute_dtype(dtype: Any, xp: Any) -> Any:
+    """The dtype in which reductions and scalars are computed for ``dtype`` arrays.
+
+    float32 and float64 compute in their own dtype; narrower floats (float16,
+    bfloat16) reduce and form their scalars in float32, which avoids overflow in
+    sums of squares and keeps bias corrections accurate.
+    """
+    if dtype == xp.float64 or dtype == xp.float32:
+        return dtype
+    return xp.float32

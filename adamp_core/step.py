@@ -1,0 +1,171 @@
+"""``init`` and ``step``: AdamP and SGDP on raw arrays of any array-API library."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import array_api_compat
+
+from .config import AdamPConfig, SGDPConfig
+from .namespace import namespace_of
+from .state import AdamPState, SGDPState, init_adamp, init_sgdp
+from .updates import adamp_update, sgdp_update
+
+__all__ = ["init", "step"]
+
+Array = Any
+Config = Union[AdamPConfig, SGDPConfig]
+State = Union[AdamPState, SGDPState]
+
+
+def _as_list(x: Any) -> tuple[list[Any], bool]:
+    if isinstance(x, (list, tuple)) and not isinstance(x, (AdamPState, SGDPState)):
+        return list(x), True
+    return [x], False
+
+
+def _state_type(config: Config) -> type:
+    if isinstance(config, AdamPConfig):
+        return AdamPState
+    if isinstance(config, SGDPConfig):
+        return SGDPState
+    raise TypeError(f"config must be an AdamPConfig or an SGDPConfig, got {type(config).__name__}")
+
+
+def init(params: Array | Sequence[Array], config: Config) -> State | list[State]:
+    """Fresh optimizer state for ``params``.
+
+    Args:
+      params: one array, or a list/tuple of arrays, of any array-API library.
+      config: an :class:`~adamp_core.AdamPConfig` or :class:`~adamp_core.SGDPConfig`.
+
+    Returns:
+      For one array, its :class:`~adamp_core.AdamPState` or
+      :class:`~adamp_core.SGDPState` (zeros, step 0); for a sequence, a list of
+      them in the same order.
+    """
+    make = init_adamp if _state_type(config) is AdamPState else init_sgdp
+    arrays, many = _as_list(params)
+    xp = namespace_of(*arrays)
+    for i, p in enumerate(arrays):
+        _check_float(p, f"params[{i}]" if many else "params", xp)
+    states = [make(p, xp=xp) for p in arrays]
+    return states if many else states[0]
+
+
+def _check_float(p: Array, name: str, xp: Any) -> None:
+    if not xp.isdtype(p.dtype, "real floating"):
+        raise TypeError(f"{name} must have a real floating dtype, got {p.dtype}")
+
+
+def _check_like(x: Array, p: Array, name: str) -> None:
+    if tuple(x.shape) != tuple(p.shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, its parameter {tuple(p.shape)}")
+    if x.dtype != p.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype}, its parameter {p.dtype}")
+    dx, dp = array_api_compat.device(x), array_api_compat.device(p)
+    if dx is not None and dp is not None and dx != dp:
+        raise ValueError(f"{name} is on device {dx}, its parameter on {dp}")
+
+
+def _validate(
+    params: list[Array], grads: list[Array | None], states: list[Any], config: Config,
+    many: bool, inplace: bool,
+) -> Any:
+    state_type = _state_type(config)
+    if not (len(params) == len(grads) == len(states)):
+        raise ValueError(
+            f"params, grads and state differ in length: {len(params)}, {len(grads)}, {len(states)}"
+        )
+    for i, s in enumerate(states):
+        if not isinstance(s, state_type):
+            raise TypeError(
+                f"state[{i}] is a {type(s).__name__}; {type(config).__name__} needs "
+                f"{state_type.__name__} (from adamp_core.init)"
+            )
+    active = [i for i, g in enumerate(grads) if g is not None]
+    arrays = [a for i in active for a in (params[i], grads[i], *states[i])]
+    xp = namespace_of(*arrays) if arrays else None
+    for i in active:
+        tag = f"[{i}]" if many else ""
+        p, s = params[i], states[i]
+        _check_float(p, f"params{tag}", xp)
+        _check_like(grads[i], p, f"grads{tag}")
+        for field in state_type._fields:
+            if field == "step":
+                if tuple(s.step.shape) != () or not xp.isdtype(s.step.dtype, "real floating"):
+                    raise ValueError(f"state{tag}.step must be a 0-d floating array")
+                continue
+            _check_like(getattr(s, field), p, f"state{tag}.{field}")
+        if inplace:
+            for name, a in (("params", p), *zip(state_type._fields, s)):
+                if not array_api_compat.is_writeable_array(a):
+                    raise ValueError(
+                        f"inplace=True needs writable arrays, but {name}{tag} is read-only "
+                        f"({type(a).__module__}.{type(a).__name__}); JAX arrays are immutable: "
+                        "use inplace=False and keep the returned arrays"
+                    )
+    return xp
+
+
+def step(
+    params: Array | Sequence[Array],
+    grads: Array | None | Sequence[Array | None],
+    state: State | Sequence[State],
+    config: Config,
+    *,
+    inplace: bool = False,
+) -> tuple[Any, Any]:
+    """One AdamP or SGDP step (chosen by the type of ``config``) on raw arrays.
+
+    Args:
+      params: one array, or a list/tuple of arrays, from any array-API library
+        (NumPy, CuPy, PyTorch, JAX, array-api-strict), real floating dtypes.
+      grads: matching gradients; a ``None`` gradient leaves its parameter and
+        state untouched.
+      state: from :func:`init` (one state, or a sequence of them).
+      config: :class:`~adamp_core.AdamPConfig` or :class:`~adamp_core.SGDPConfig`.
+      inplace: write the new values into ``params`` and ``state`` (NumPy,
+        CuPy, PyTorch); JAX arrays are immutable and raise ``ValueError``.
+
+    Returns:
+      ``(new_params, new_state)``, shaped like the inputs (one array and one
+      state, or lists). Without ``inplace`` the inputs are not modified.
+
+    Raises:
+      TypeError: arrays from different libraries, a non-floating parameter,
+        a dtype mismatch, or a state of the wrong kind.
+      ValueError: a shape or device mismatch, different lengths, or
+        ``inplace=True`` with read-only arrays.
+
+    Everything is checked before anything is written, so a step that raises
+    leaves every parameter and state array as it was.
+    """
+    param_list, many = _as_list(params)
+    grad_list, grads_many = _as_list(grads)
+    state_list, states_many = _as_list(state)
+    if not (many == grads_many == states_many):
+        raise ValueError("params, grads and state must all be sequences, or all single")
+    xp = _validate(param_list, grad_list, state_list, config, many, inplace)
+
+    new_params, new_states = list(param_list), list(state_list)
+    for i, (p, g, s) in enumerate(zip(param_list, grad_list, state_list)):
+        if g is None:
+            continue
+        if isinstance(config, AdamPConfig):
+            beta1, beta2 = config.betas
+            new_params[i], new_states[i], _ = adamp_update(
+                p, g, s, lr=config.lr, beta1=beta1, beta2=beta2, eps=config.eps,
+                weight_decay=config.weight_decay, delta=config.delta,
+                wd_ratio=config.wd_ratio, nesterov=config.nesterov, inplace=inplace, xp=xp,
+            )
+        else:
+            new_params[i], new_states[i], _ = sgdp_update(
+                p, g, s, lr=config.lr, momentum=config.momentum, dampening=config.dampening,
+                weight_decay=config.weight_decay, nesterov=config.nesterov, eps=config.eps,
+                delta=config.delta, wd_ratio=config.wd_ratio, inplace=inplace, xp=xp,
+            )
+    if not many:
+        return new_params[0], new_states[0]
+    return (tuple(new_params) if isinstance(params, tuple) else new_params), new_states

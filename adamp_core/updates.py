@@ -1,0 +1,210 @@
+"""One AdamP or SGDP update of a single parameter array.
+
+These are the building blocks that :func:`adamp_core.step` and the adapters
+call. Each takes the parameter, its gradient and its state, and returns the new
+parameter, the new state and the :class:`~adamp_core.projection.Projection`
+that was applied. Hyperparameters may be Python floats or 0-d arrays (a traced
+learning-rate schedule, say); ``nesterov`` is a Python bool.
+
+With ``inplace=False`` (default) no input is modified. With ``inplace=True`` the
+parameter and the state arrays are written in place with the array-API in-place
+operators; the caller checks writability first (:func:`adamp_core.step` does).
+
+The math, as ``adamp`` 0.3.0::
+
+    AdamP: m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  t += 1
+           u = m / (sqrt(v)/sqrt(1-b2**t) + eps)     (nesterov: b1*m + (1-b1)*g over the same)
+           w = w*(1 - lr*wd*r) - lr/(1-b1**t) * (u - coef*w)
+    SGDP:  buf = momentum*buf + (1-dampening)*g;  u = buf   (nesterov: g + momentum*buf)
+           buf -= coef*w   (without nesterov the projected buffer is carried on)
+           w = w*(1 - lr*wd*r/(1-momentum)) - lr * (u - coef*w)
+
+where ``coef`` and ``r`` come from :func:`~adamp_core.projection.projection`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .namespace import compute_dtype, full_like_scalar, namespace_of
+from .projection import Projection, project, projection
+from .state import AdamPState, SGDPState
+
+__all__ = [
+    "adam_moments",
+    "adam_direction",
+    "sgd_momentum",
+    "sgd_direction",
+    "apply_update",
+    "adamp_update",
+    "sgdp_update",
+]
+
+Array = Any
+Scalar = float | Array
+
+
+def _as(x: Array, dtype: Any, xp: Any) -> Array:
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def adam_moments(
+    grad: Array, exp_avg: Array, exp_avg_sq: Array, *, beta1: Scalar, beta2: Scalar,
+    inplace: bool = False,
+) -> tuple[Array, Array]:
+    """``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``; in place or new arrays."""
+    if inplace:
+        exp_avg *= beta1
+        exp_avg += (1 - beta1) * grad
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        return exp_avg, exp_avg_sq
+    return exp_avg * beta1 + (1 - beta1) * grad, exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+
+
+def adam_direction(
+    grad: Array, exp_avg: Array, exp_avg_sq: Array, sqrt_bc2: Array, *, beta1: Scalar,
+    eps: Scalar, nesterov: bool, xp: Any,
+) -> Array:
+    """Adam's update direction ``m / (sqrt(v)/sqrt(bc2) + eps)``, a new array.
+
+    ``sqrt_bc2`` is ``sqrt(1 - beta2**t)`` as a 0-d array; with ``nesterov`` the
+    numerator is ``b1*m + (1-b1)*g``.
+    """
+    denom = xp.sqrt(exp_avg_sq)
+    denom /= _as(sqrt_bc2, denom.dtype, xp)
+    denom += eps
+    numerator = beta1 * exp_avg + (1 - beta1) * grad if nesterov else exp_avg
+    return numerator / denom
+
+
+def sgd_momentum(
+    grad: Array, buf: Array, *, momentum: Scalar, dampening: Scalar, inplace: bool = False
+) -> Array:
+    """``buf = momentum*buf + (1-dampening)*g``; in place or a new array."""
+    if inplace:
+        buf *= momentum
+        buf += (1 - dampening) * grad
+        return buf
+    return buf * momentum + (1 - dampening) * grad
+
+
+def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) -> Array:
+    """SGD's direction: ``buf``, or ``g + momentum*buf`` with ``nesterov``."""
+    return grad + momentum * buf if nesterov else buf
+
+
+def apply_update(
+    param: Array, update: Array, coef: Array | None, *, decay: Array, step_size: Scalar,
+    inplace: bool = False, xp: Any,
+) -> Array:
+    """``param*decay - step_size*(update - coef*param)``, fused as
+    ``param*(decay + step_size*coef) - step_size*update``.
+
+    ``coef`` is :attr:`Projection.coef` (``None`` when ``update`` is already
+    projected); ``decay`` and ``step_size`` are 0-d arrays or Python floats.
+    """
+    factor = decay if coef is None else decay + step_size * coef
+    if not isinstance(factor, (int, float)):
+        factor = _as(factor, param.dtype, xp)
+    if not isinstance(step_size, (int, float)):
+        step_size = _as(step_size, param.dtype, xp)
+    if inplace:
+        param *= factor
+        param -= step_size * update
+        return param
+    return param * factor - step_size * update
+
+
+def adamp_update(
+    param: Array,
+    grad: Array,
+    state: AdamPState,
+    *,
+    lr: Scalar,
+    beta1: Scalar,
+    beta2: Scalar,
+    eps: Scalar,
+    weight_decay: Scalar,
+    delta: Scalar,
+    wd_ratio: Scalar,
+    nesterov: bool,
+    inplace: bool = False,
+    xp: Any = None,
+) -> tuple[Array, AdamPState, Projection]:
+    """One AdamP step of one parameter.
+
+    Args:
+      param, grad: arrays of one shape, dtype and device (real floating).
+      state: the parameter's :class:`~adamp_core.state.AdamPState`.
+      lr, beta1, beta2, eps, weight_decay, delta, wd_ratio: floats or 0-d arrays.
+      nesterov: Python bool.
+      inplace: write ``param`` and ``state`` in place (they must be writable).
+      xp: namespace override (see :func:`~adamp_core.namespace.with_overrides`).
+
+    Returns:
+      ``(new_param, new_state, projection)``; with ``inplace`` the first two are
+      the input arrays, updated.
+    """
+    xp = namespace_of(param, grad) if xp is None else xp
+    if inplace:
+        step = state.step
+        step += 1
+    else:
+        step = xp.asarray(state.step + 1)  # NumPy would return a scalar, not a 0-d array
+    bias_correction1 = 1 - beta1**step
+    sqrt_bc2 = xp.sqrt(1 - beta2**step)
+    exp_avg, exp_avg_sq = adam_moments(
+        grad, state.exp_avg, state.exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace
+    )
+    update = adam_direction(
+        grad, exp_avg, exp_avg_sq, sqrt_bc2, beta1=beta1, eps=eps, nesterov=nesterov, xp=xp
+    )
+    proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    scalar_dtype = compute_dtype(param.dtype, xp)
+    decay = 1 - lr * weight_decay * proj.ratio
+    step_size = full_like_scalar(lr, proj.ratio, xp, scalar_dtype) / _as(
+        bias_correction1, scalar_dtype, xp
+    )
+    param = apply_update(
+        param, update, proj.coef, decay=decay, step_size=step_size, inplace=inplace, xp=xp
+    )
+    return param, AdamPState(step, exp_avg, exp_avg_sq), proj
+
+
+def sgdp_update(
+    param: Array,
+    grad: Array,
+    state: SGDPState,
+    *,
+    lr: Scalar,
+    momentum: Scalar,
+    dampening: Scalar,
+    weight_decay: Scalar,
+    nesterov: bool,
+    eps: Scalar,
+    delta: Scalar,
+    wd_ratio: Scalar,
+    inplace: bool = False,
+    xp: Any = None,
+) -> tuple[Array, SGDPState, Projection]:
+    """One SGDP step of one parameter; arguments as :func:`adamp_update`.
+
+    Without ``nesterov`` the momentum buffer itself is projected and carried to
+    the next step, as in ``adamp`` 0.3.0.
+    """
+    xp = namespace_of(param, grad) if xp is None else xp
+    buf = sgd_momentum(grad, state.momentum, momentum=momentum, dampening=dampening,
+                       inplace=inplace)
+    update = sgd_direction(grad, buf, momentum=momentum, nesterov=nesterov)
+    proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    decay = 1 - lr * weight_decay * proj.ratio / (1 - momentum)
+    coef = proj.coef
+    if not nesterov:  # the buffer is the update: project it and carry it on
+        if inplace:
+            buf -= _as(coef, buf.dtype, xp) * param
+        else:
+            buf = project(buf, param, proj, xp=xp)
+        update, coef = buf, None
+    param = apply_update(param, update, coef, decay=decay, step_size=lr, inplace=inplace, xp=xp)
+    return param, SGDPState(buf), proj

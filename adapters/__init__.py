@@ -1,0 +1,1 @@
+"""Framework adapters over adamp_core: adapters.torch and adapters.optax."""
