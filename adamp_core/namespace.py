@@ -11,7 +11,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["namespace_of", "with_overrides", "full_like_scalar", "compute_dtype"]
+__all__ = ["compute_dtype", "full_like_scalar", "namespace_of", "with_overrides"]
 
 Array = Any
 

@@ -21,15 +21,15 @@ import array_api_compat
 from .namespace import compute_dtype, full_like_scalar, namespace_of
 
 __all__ = [
-    "NONE",
     "CHANNEL",
     "LAYER",
-    "RowSums",
+    "NONE",
     "Projection",
-    "row_sums",
-    "projection_from_sums",
-    "projection",
+    "RowSums",
     "project",
+    "projection",
+    "projection_from_sums",
+    "row_sums",
 ]
 
 Array = Any

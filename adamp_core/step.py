@@ -70,8 +70,12 @@ def _check_like(x: Array, p: Array, name: str) -> None:
 
 
 def _validate(
-    params: list[Array], grads: list[Array | None], states: list[Any], config: Config,
-    many: bool, inplace: bool,
+    params: list[Array],
+    grads: list[Array | None],
+    states: list[Any],
+    config: Config,
+    many: bool,
+    inplace: bool,
 ) -> Any:
     state_type = _state_type(config)
     if not (len(params) == len(grads) == len(states)):
@@ -111,7 +115,7 @@ def _validate(
 
 def step(
     params: Array | Sequence[Array],
-    grads: Array | None | Sequence[Array | None],
+    grads: Array | Sequence[Array | None] | None,
     state: State | Sequence[State],
     config: Config,
     *,
@@ -156,15 +160,35 @@ def step(
         if isinstance(config, AdamPConfig):
             beta1, beta2 = config.betas
             new_params[i], new_states[i], _ = adamp_update(
-                p, g, s, lr=config.lr, beta1=beta1, beta2=beta2, eps=config.eps,
-                weight_decay=config.weight_decay, delta=config.delta,
-                wd_ratio=config.wd_ratio, nesterov=config.nesterov, inplace=inplace, xp=xp,
+                p,
+                g,
+                s,
+                lr=config.lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=config.eps,
+                weight_decay=config.weight_decay,
+                delta=config.delta,
+                wd_ratio=config.wd_ratio,
+                nesterov=config.nesterov,
+                inplace=inplace,
+                xp=xp,
             )
         else:
             new_params[i], new_states[i], _ = sgdp_update(
-                p, g, s, lr=config.lr, momentum=config.momentum, dampening=config.dampening,
-                weight_decay=config.weight_decay, nesterov=config.nesterov, eps=config.eps,
-                delta=config.delta, wd_ratio=config.wd_ratio, inplace=inplace, xp=xp,
+                p,
+                g,
+                s,
+                lr=config.lr,
+                momentum=config.momentum,
+                dampening=config.dampening,
+                weight_decay=config.weight_decay,
+                nesterov=config.nesterov,
+                eps=config.eps,
+                delta=config.delta,
+                wd_ratio=config.wd_ratio,
+                inplace=inplace,
+                xp=xp,
             )
     if not many:
         return new_params[0], new_states[0]

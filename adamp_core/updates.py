@@ -31,12 +31,12 @@ from .projection import Projection, project, projection
 from .state import AdamPState, SGDPState
 
 __all__ = [
-    "adam_moments",
     "adam_direction",
-    "sgd_momentum",
-    "sgd_direction",
-    "apply_update",
+    "adam_moments",
     "adamp_update",
+    "apply_update",
+    "sgd_direction",
+    "sgd_momentum",
     "sgdp_update",
 ]
 
@@ -49,7 +49,12 @@ def _as(x: Array, dtype: Any, xp: Any) -> Array:
 
 
 def adam_moments(
-    grad: Array, exp_avg: Array, exp_avg_sq: Array, *, beta1: Scalar, beta2: Scalar,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    *,
+    beta1: Scalar,
+    beta2: Scalar,
     inplace: bool = False,
 ) -> tuple[Array, Array]:
     """``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``; in place or new arrays."""
@@ -63,8 +68,15 @@ def adam_moments(
 
 
 def adam_direction(
-    grad: Array, exp_avg: Array, exp_avg_sq: Array, sqrt_bc2: Array, *, beta1: Scalar,
-    eps: Scalar, nesterov: bool, xp: Any,
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    sqrt_bc2: Array,
+    *,
+    beta1: Scalar,
+    eps: Scalar,
+    nesterov: bool,
+    xp: Any,
 ) -> Array:
     """Adam's update direction ``m / (sqrt(v)/sqrt(bc2) + eps)``, a new array.
 
@@ -95,8 +107,14 @@ def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) 
 
 
 def apply_update(
-    param: Array, update: Array, coef: Array | None, *, decay: Array, step_size: Scalar,
-    inplace: bool = False, xp: Any,
+    param: Array,
+    update: Array,
+    coef: Array | None,
+    *,
+    decay: Array,
+    step_size: Scalar,
+    inplace: bool = False,
+    xp: Any,
 ) -> Array:
     """``param*decay - step_size*(update - coef*param)``, fused as
     ``param*(decay + step_size*coef) - step_size*update``.
@@ -194,8 +212,9 @@ def sgdp_update(
     the next step, as in ``adamp`` 0.3.0.
     """
     xp = namespace_of(param, grad) if xp is None else xp
-    buf = sgd_momentum(grad, state.momentum, momentum=momentum, dampening=dampening,
-                       inplace=inplace)
+    buf = sgd_momentum(
+        grad, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace
+    )
     update = sgd_direction(grad, buf, momentum=momentum, nesterov=nesterov)
     proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     decay = 1 - lr * weight_decay * proj.ratio / (1 - momentum)
