@@ -39,7 +39,7 @@ NONE, CHANNEL, LAYER = 0, 1, 2
 
 
 class RowSums(NamedTuple):
-    """Per-output-channel sums over a weight viewed as ``(rows, fan)``; each of shape ``(rows,)``."""
+    """Per-output-channel sums of a weight viewed as ``(rows, fan)``, each ``(rows,)``."""
 
     ww: Array  #: ``<w_i, w_i>``
     gg: Array  #: ``<g_i, g_i>``
@@ -56,10 +56,13 @@ class Projection(NamedTuple):
     ``coef`` is zero where nothing is projected.
     """
 
-    coef: Array  #: ``(rows, 1, ..., 1)``; ``<w_i,u_i>/(|w_i|+eps)^2`` (channel) or ``<w,u>/(|w|+eps)^2`` (layer)
+    #: ``(rows, 1, ..., 1)``: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel), ``<w,u>/(|w|+eps)^2`` (layer)
+    coef: Array
     ratio: Array  #: 0-d; ``wd_ratio`` if projected, else 1: the weight-decay multiplier
     branch: Array  #: 0-d int32: :data:`NONE`, :data:`CHANNEL` or :data:`LAYER`
-    cosine: Array  #: 0-d; the deciding ``|cos|``: channel max if channel fired, else layer; NaN if never tested
+    #: 0-d: the deciding ``|cos|``: the channel max if channel fired, else the layer
+    #: cosine; NaN where nothing was tested (``ndim < 2`` or empty)
+    cosine: Array
 
 
 def _rows(x: Array, xp: Any, dtype: Any) -> Array:

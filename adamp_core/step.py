@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import array_api_compat
 
@@ -15,8 +15,8 @@ from .updates import adamp_update, sgdp_update
 __all__ = ["init", "step"]
 
 Array = Any
-Config = Union[AdamPConfig, SGDPConfig]
-State = Union[AdamPState, SGDPState]
+Config = AdamPConfig | SGDPConfig
+State = AdamPState | SGDPState
 
 
 def _as_list(x: Any) -> tuple[list[Any], bool]:
