@@ -1,0 +1,38 @@
+"""The code in README.md, docs/ and examples/ runs, so it cannot rot."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_code_runs(page):
+    blocks = BLOCK.findall(page.read_text())
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    for i, code in enumerate(blocks):  # blocks of one page run in order, sharing names
+        if "# doctest: skip" in code:
+            continue
+        exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
+
+
+def test_numpy_quickstart_trains():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "numpy_quickstart.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    first, last = out.stdout.strip().splitlines()[0], out.stdout.strip().splitlines()[-1]
+    loss = lambda line: float(re.search(r"loss (\S+)", line).group(1))  # noqa: E731
+    accuracy = float(re.search(r"accuracy (\S+)", last).group(1))
+    assert loss(last) < 0.5 * loss(first) and accuracy > 0.7
