@@ -81,8 +81,11 @@ def adam_direction(
     """Adam's update direction ``m / (sqrt(v)/sqrt(bc2) + eps)``, a new array.
 
     ``sqrt_bc2`` is ``sqrt(1 - beta2**t)`` as a 0-d array; with ``nesterov`` the
-    numerator is ``b1*m + (1-b1)*g``.
+    numerator is ``b1*m + (1-b1)*g``. For float16/bfloat16 inputs the direction is
+    computed and returned in float32, where ``eps`` does not underflow to 0.
     """
+    dtype = compute_dtype(exp_avg.dtype, xp)
+    grad, exp_avg, exp_avg_sq = (_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq))
     denom = xp.sqrt(exp_avg_sq)
     denom /= _as(sqrt_bc2, denom.dtype, xp)
     denom += eps
@@ -123,6 +126,12 @@ def apply_update(
     projected); ``decay`` and ``step_size`` are 0-d arrays or Python floats.
     """
     factor = decay if coef is None else decay + step_size * coef
+    if update.dtype != param.dtype:  # a float32 direction for a float16/bfloat16 weight
+        new = _as(_as(param, update.dtype, xp) * factor - step_size * update, param.dtype, xp)
+        if inplace:
+            param[...] = new
+            return param
+        return new
     if not isinstance(factor, (int, float)):
         factor = _as(factor, param.dtype, xp)
     if not isinstance(step_size, (int, float)):

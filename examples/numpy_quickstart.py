@@ -47,9 +47,8 @@ def main() -> None:
     for step in range(201):
         loss, grad, accuracy = loss_and_grad(w, x, y)
         if step % 50 == 0:
-            print(
-                f"step {step:3d}  loss {loss:.4f}  accuracy {accuracy:.3f}  |w| {np.linalg.norm(w):.4f}"
-            )
+            norm = np.linalg.norm(w)
+            print(f"step {step:3d}  loss {loss:.4f}  accuracy {accuracy:.3f}  |w| {norm:.4f}")
         w, state = adamp_core.step(w, grad, state, config, inplace=True)
 
 

@@ -228,3 +228,38 @@ def test_device_mismatch_is_reported():
     g = torch.zeros(3, 2, device="meta")
     with pytest.raises(ValueError, match="device"):
         ac.step(w, g, ac.init(w, CONFIGS[0]), CONFIGS[0])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=type)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_half_precision_tracks_float32(config, dtype, inplace):
+    torch = pytest.importorskip("torch")
+    half = getattr(torch, dtype)
+    rng = np.random.default_rng(4)
+    w32 = [
+        torch.from_numpy(rng.standard_normal(s).astype(np.float32)).to(half).float() for s in SHAPES
+    ]
+    grads32 = [
+        [
+            torch.from_numpy(rng.standard_normal(s).astype(np.float32)).to(half).float()
+            for s in SHAPES
+        ]
+        for _ in range(3)
+    ]
+    grads32.append([torch.zeros(s) for s in SHAPES])  # zero gradients: eps must not underflow
+    wh = [w.to(half) for w in w32]
+    s32, sh = ac.init(w32, config), ac.init(wh, config)
+    assert (
+        all(s.step.dtype == torch.float32 for s in sh)
+        if isinstance(config, ac.AdamPConfig)
+        else True
+    )
+    for grads in grads32:
+        w32, s32 = ac.step(w32, grads, s32, config)
+        out, sh = ac.step(wh, [g.to(half) for g in grads], sh, config, inplace=inplace)
+        wh = out
+    for a, b in zip(wh, w32):
+        assert a.dtype == half and torch.isfinite(a).all()
+        tol = 2e-2 if dtype == "bfloat16" else 4e-3
+        torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol)
