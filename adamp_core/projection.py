@@ -164,6 +164,10 @@ def projection(
 ) -> Projection:
     """The projection of ``update`` for the weight ``param`` with gradient ``grad``.
 
+    If ``xp`` is a namespace over lists of arrays (it has ``map_arrays``, as the
+    PyTorch adapter's foreach namespace does), the projection of each element is
+    computed and the fields come back as lists.
+
     Weights with fewer than 2 dimensions are never projected, nor are empty
     weights (the official code crashes on those; here nothing is projected and
     weight decay is not scaled, so the result is the plain update). The test
@@ -178,6 +182,9 @@ def projection(
       A :class:`Projection`; apply it with :func:`project`.
     """
     xp = namespace_of(param, grad, update) if xp is None else xp
+    map_arrays = getattr(xp, "map_arrays", None)
+    if map_arrays is not None:  # a namespace whose arrays are lists of arrays (torch foreach)
+        return map_arrays(projection, param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps)
     if param.ndim < 2 or math.prod(param.shape) == 0:
         return _unprojected(param, xp)
     sums = row_sums(param, grad, update, xp=xp)

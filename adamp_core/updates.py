@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .namespace import compute_dtype, full_like_scalar, namespace_of
+from .namespace import compute_dtype, namespace_of
 from .projection import Projection, project, projection
 from .state import AdamPState, SGDPState
 
@@ -97,11 +97,13 @@ def sgd_momentum(
     grad: Array, buf: Array, *, momentum: Scalar, dampening: Scalar, inplace: bool = False
 ) -> Array:
     """``buf = momentum*buf + (1-dampening)*g``; in place or a new array."""
+    undamped = isinstance(dampening, (int, float)) and dampening == 0  # skip a 1.0 * grad pass
+    scaled = grad if undamped else (1 - dampening) * grad
     if inplace:
         buf *= momentum
-        buf += (1 - dampening) * grad
+        buf += scaled
         return buf
-    return buf * momentum + (1 - dampening) * grad
+    return buf * momentum + scaled
 
 
 def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) -> Array:
@@ -190,9 +192,7 @@ def adamp_update(
     proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     scalar_dtype = compute_dtype(param.dtype, xp)
     decay = 1 - lr * weight_decay * proj.ratio
-    step_size = full_like_scalar(lr, proj.ratio, xp, scalar_dtype) / _as(
-        bias_correction1, scalar_dtype, xp
-    )
+    step_size = lr / _as(bias_correction1, scalar_dtype, xp)
     param = apply_update(
         param, update, proj.coef, decay=decay, step_size=step_size, inplace=inplace, xp=xp
     )
