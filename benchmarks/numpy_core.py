@@ -1,6 +1,6 @@
 """adamp_core on NumPy arrays vs a hand-written in-place NumPy AdamW / SGD (same process, interleaved).
 
-    python benchmarks/numpy_core.py [--rounds 20] [--workload resnet50]
+python benchmarks/numpy_core.py [--rounds 20] [--workload resnet50]
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import argparse
 import math
 
 import numpy as np
-
-import adamp_core as ac
 from shapes import WORKLOADS, count
 from timing import interleaved, median, table
+
+import adamp_core as ac
 
 
 def numpy_adamw(params, grads, ms, vs, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, wd=1e-2):
@@ -52,7 +52,11 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
     adam_cfg = ac.AdamPConfig(lr=1e-3, weight_decay=1e-2)
     sgd_cfg = ac.SGDPConfig(lr=0.1, momentum=0.9, weight_decay=1e-4)
 
-    ref_p, ref_m, ref_v = fresh(), [np.zeros(s, np.float32) for s in shapes], [np.zeros(s, np.float32) for s in shapes]
+    ref_p, ref_m, ref_v = (
+        fresh(),
+        [np.zeros(s, np.float32) for s in shapes],
+        [np.zeros(s, np.float32) for s in shapes],
+    )
     ref_t = [0]
     ours_p = fresh()
     ours_s = ac.init(ours_p, adam_cfg)
@@ -71,10 +75,14 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
 
     fns = {
         "numpy AdamW (in place, out=)": adamw,
-        "adamp_core AdamP inplace=True": lambda: ac.step(ours_p, grads, ours_s, adam_cfg, inplace=True),
+        "adamp_core AdamP inplace=True": lambda: ac.step(
+            ours_p, grads, ours_s, adam_cfg, inplace=True
+        ),
         "adamp_core AdamP pure": adamp_pure,
         "numpy SGD momentum (in place)": lambda: numpy_sgd(sgd_p, grads, sgd_b),
-        "adamp_core SGDP inplace=True": lambda: ac.step(sgdp_p, grads, sgdp_s, sgd_cfg, inplace=True),
+        "adamp_core SGDP inplace=True": lambda: ac.step(
+            sgdp_p, grads, sgdp_s, sgd_cfg, inplace=True
+        ),
     }
     samples = interleaved(fns, rounds=rounds)
     adam_ref = median(samples["numpy AdamW (in place, out=)"])
@@ -83,7 +91,9 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
     for name, xs in samples.items():
         ref = sgd_ref if "SG" in name else adam_ref
         rows.append((name, f"{median(xs) * 1e3:.1f}", f"{median(xs) / ref:.2f}"))
-    print(f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, median of {rounds}")
+    print(
+        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, median of {rounds}"
+    )
     print(table(rows, ("implementation", "ms / step", "ratio to numpy reference")))
     return rows
 

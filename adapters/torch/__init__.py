@@ -1,0 +1,8 @@
+"""PyTorch adapter: ``AdamP`` and ``SGDP`` as ``torch.optim`` optimizers over :mod:`adamp_core`.
+
+``from adapters.torch import AdamP`` replaces ``from adamp import AdamP``.
+"""
+
+from .optimizers import SGDP, AdamP, ProjectionInfo
+
+__all__ = ["SGDP", "AdamP", "ProjectionInfo"]

@@ -1,0 +1,320 @@
+"""``AdamP`` and ``SGDP`` as ``torch.optim.Optimizer``s, drop-in for the official ``adamp`` ones.
+
+The classes gather tensors, lay out state as the official package does and
+translate torch.optim conventions (param groups, ``maximize``, closures); every
+update is computed by :mod:`adamp_core` (``adamp_update`` / ``sgdp_update``),
+either per tensor or over a whole group at once through the foreach namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import torch
+from torch.optim.optimizer import Optimizer, required
+
+import adamp_core
+from adamp_core.state import step_dtype
+
+from .foreach import TensorList, element_namespace, namespace
+
+__all__ = ["SGDP", "AdamP", "ProjectionInfo"]
+
+_BRANCH_NAMES = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
+
+
+class ProjectionInfo(NamedTuple):
+    """What the last step did to one parameter (see :meth:`AdamP.projection_info`)."""
+
+    name: str  #: the parameter's name if ``names`` were given, else ``"group{g}.param{i}"``
+    shape: tuple[int, ...]
+    branch: str  #: ``"channel"``, ``"layer"`` or ``"none"``
+    cosine: float  #: the ``|cos(grad, w)|`` that decided it (NaN for 1-D or empty weights)
+    threshold: float  #: the ``delta / sqrt(fan)`` it was compared against (NaN if not tested)
+
+
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, torch.Tensor) else value
+
+
+class _ProjectedOptimizer(Optimizer):
+    """What AdamP and SGDP share: validation, gathering, state upkeep, diagnostics."""
+
+    _config_type: type
+    _config_keys: tuple[str, ...]
+    _state_keys: tuple[str, ...]
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._projections: dict[torch.Tensor, adamp_core.Projection] = {}
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._projections = {}
+        for group in self.param_groups:  # checkpoints of the official optimizer lack these
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._config_type(**{k: _number(group[k]) for k in self._config_keys})  # ValueError
+        for p in group["params"]:
+            if p.is_complex():
+                raise ValueError(f"{type(self).__name__} does not support complex parameters")
+            if not p.is_floating_point():
+                raise ValueError(f"{type(self).__name__} needs floating-point parameters")
+
+    def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            params.append(p)
+            grads.append(p.grad)
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(p, state)
+            elif "step" in state and not torch.is_tensor(state["step"]):
+                # an official checkpoint stores the step as a Python int
+                state["step"] = torch.tensor(
+                    float(state["step"]), dtype=step_dtype(p.dtype, torch), device=p.device
+                )
+        return params, grads
+
+    def _check_grads(self) -> None:
+        """Refuse sparse gradients before anything changes."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One optimization step; returns the closure's loss (``None`` without a closure).
+
+        Performs no tensor-to-Python conversion, so it never waits on the device.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._check_grads()
+        for group in self.param_groups:
+            params, grads = self._gather(group)
+            if not params:
+                continue
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads)
+            kwargs = self._hyperparameters(group)
+            if group["foreach"] is False:
+                for p, g in zip(params, grads, strict=True):
+                    state = self._core_state([self.state[p]], lambda ts: ts[0])
+                    _, _, proj = self._update(p, g, state, xp=element_namespace, **kwargs)
+                    self._projections[p] = proj
+            else:
+                self._foreach_step(params, grads, kwargs)
+        return loss
+
+    def _foreach_step(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]
+    ) -> None:
+        grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
+        for (ps, gs), _ in grouped.values():
+            state = self._core_state([self.state[p] for p in ps], TensorList)
+            _, _, proj = self._update(TensorList(ps), TensorList(gs), state, xp=namespace, **kwargs)
+            for i, p in enumerate(ps):
+                self._projections[p] = adamp_core.Projection(*(f.tensors[i] for f in proj))
+
+    def _core_state(self, states: list[dict[str, Any]], wrap: Callable[[list[Any]], Any]) -> Any:
+        kind = adamp_core.AdamPState if self._state_keys[0] == "step" else adamp_core.SGDPState
+        return kind(*(wrap([s[k] for s in states]) for k in self._state_keys))
+
+    def projection_info(
+        self, names: dict[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | None = None
+    ) -> list[ProjectionInfo]:
+        """Per parameter, which branch the last step took and the cosine that decided it.
+
+        Args:
+          names: ``dict(model.named_parameters())`` (or the iterable itself) to
+            label parameters by name.
+
+        Returns:
+          One :class:`ProjectionInfo` per parameter updated by the last step, in
+          param-group order. This call reads the values from the device (one
+          sync, here, on request); ``step()`` itself never does.
+        """
+        label = {id(p): n for n, p in (dict(names) if names is not None else {}).items()}
+        entries = []
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p in self._projections:
+                    entries.append((label.get(id(p), f"group{g}.param{i}"), p, group))
+        if not entries:
+            return []
+        values = torch.stack(
+            [
+                torch.stack(
+                    [
+                        self._projections[p].branch.to(torch.float64).cpu(),
+                        self._projections[p].cosine.to(torch.float64).cpu(),
+                    ]
+                )
+                for _, p, _ in entries
+            ]
+        ).tolist()
+        out = []
+        for (name, p, group), (branch, cosine) in zip(entries, values, strict=True):
+            fan = p[0].numel() if p.ndim >= 2 and p.numel() else 0
+            sizes = {adamp_core.CHANNEL: fan, adamp_core.LAYER: p.numel()}
+            size = sizes.get(int(branch), p.numel() if fan else 0)
+            threshold = _number(group["delta"]) / size**0.5 if size else float("nan")
+            out.append(
+                ProjectionInfo(name, tuple(p.shape), _BRANCH_NAMES[int(branch)], cosine, threshold)
+            )
+        return out
+
+
+class AdamP(_ProjectedOptimizer):
+    """AdamP (Heo et al., ICLR 2021): Adam that removes the radial part of the update of
+    scale-invariant weights. Drop-in for ``adamp.AdamP`` (official ``adamp`` 0.3.0).
+
+    Args:
+      params: parameters or param groups, as any ``torch.optim`` optimizer.
+      lr, betas, eps, weight_decay, delta, wd_ratio, nesterov: as the official
+        package (see :class:`adamp_core.AdamPConfig`; same names, order, defaults).
+      maximize: maximize the objective (negate gradients).
+      foreach: ``None`` (default) or ``True``: one multi-tensor kernel per
+        element-wise operation over each group; ``False``: one tensor at a time.
+
+    The state of each parameter is ``{"step", "exp_avg", "exp_avg_sq"}`` as in the
+    official optimizer, ``step`` being a 0-d tensor; checkpoints interchange both ways.
+
+    Raises:
+      ValueError: at construction or ``add_param_group``, for a bad hyperparameter
+        or a complex parameter.
+      RuntimeError: in ``step``, for sparse gradients, before anything changes.
+    """
+
+    _config_type = adamp_core.AdamPConfig
+    _config_keys = ("lr", "betas", "eps", "weight_decay", "delta", "wd_ratio", "nesterov")
+    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        delta: float = 0.1,
+        wd_ratio: float = 0.1,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["step"] = torch.zeros((), dtype=step_dtype(p.dtype, torch), device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        return dict(
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            delta=group["delta"],
+            wd_ratio=group["wd_ratio"],
+            nesterov=group["nesterov"],
+        )
+
+    @staticmethod
+    def _update(param: Any, grad: Any, state: Any, **kwargs: Any) -> Any:
+        return adamp_core.adamp_update(param, grad, state, inplace=True, **kwargs)
+
+
+class SGDP(_ProjectedOptimizer):
+    """SGDP (Heo et al., ICLR 2021): SGD with momentum that removes the radial part of the
+    update of scale-invariant weights. Drop-in for ``adamp.SGDP`` (official ``adamp`` 0.3.0).
+
+    Args:
+      params: parameters or param groups.
+      lr (required), momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio:
+        as the official package (see :class:`adamp_core.SGDPConfig`).
+      maximize, foreach: as in :class:`AdamP`.
+
+    The state of each parameter is ``{"momentum"}``: the (projected, without nesterov)
+    momentum buffer, as in the official optimizer.
+    """
+
+    _config_type = adamp_core.SGDPConfig
+    _config_keys = (
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "eps",
+        "delta",
+        "wd_ratio",
+    )
+    _state_keys = ("momentum",)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = required,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        eps: float = 1e-8,
+        delta: float = 0.1,
+        wd_ratio: float = 0.1,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            eps=eps,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            maximize=maximize,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
+        return {k: group[k] for k in SGDP._config_keys}
+
+    @staticmethod
+    def _update(param: Any, grad: Any, state: Any, **kwargs: Any) -> Any:
+        return adamp_core.sgdp_update(param, grad, state, inplace=True, **kwargs)

@@ -1,0 +1,402 @@
+"""adapters.torch: drop-in parity with adamp 0.3.0 and the torch.optim contract."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+adamp = pytest.importorskip("adamp")
+
+from oracle import official_branch  # noqa: E402
+
+from adapters.torch import SGDP, AdamP  # noqa: E402
+
+ADAMP_OPTIONS = [
+    dict(lr=1e-2),
+    dict(lr=1e-2, weight_decay=0.1, wd_ratio=0.2),
+    dict(lr=5e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, nesterov=True, delta=0.2),
+]
+SGDP_OPTIONS = [
+    dict(lr=0.1),
+    dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3, wd_ratio=0.5),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, delta=0.2),
+]
+CASES = [(AdamP, adamp.AdamP, o) for o in ADAMP_OPTIONS] + [
+    (SGDP, adamp.SGDP, o) for o in SGDP_OPTIONS
+]
+IDS = [f"{a.__name__}-{i}" for i, (a, _, _) in enumerate(CASES)]
+
+
+def make_model(dtype=torch.float64, seed=1):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 6, 3, bias=False),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 4 * 4, 5),
+    )
+    return model.to(dtype)
+
+
+def data(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(32, 3, 8, 8, generator=g, dtype=dtype), torch.randint(
+        0, 5, (32,), generator=g
+    )
+
+
+def train(model, opt, steps, dtype=torch.float64, scheduler=None):
+    x, y = data(dtype)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+def assert_same_params(m1, m2, rtol, atol):
+    for (name, a), b in zip(m1.named_parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda s, n=name: f"{n}: {s}")
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize(("ours", "theirs", "options"), CASES, ids=IDS)
+def test_trajectory_float64_matches_official(ours, theirs, options, foreach):
+    m1, m2 = make_model(), make_model()
+    o1, o2 = ours(m1.parameters(), foreach=foreach, **options), theirs(m2.parameters(), **options)
+    train(m1, o1, 15)
+    train(m2, o2, 15)
+    assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
+    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
+        s1, s2 = o1.state[p1], o2.state[p2]
+        assert set(s1) == set(s2)
+        for k in s2:
+            torch.testing.assert_close(
+                torch.as_tensor(s1[k]).double(),
+                torch.as_tensor(s2[k]).double(),
+                rtol=1e-11,
+                atol=1e-13,
+            )
+
+
+@pytest.mark.parametrize(("ours", "theirs", "options"), CASES, ids=IDS)
+def test_trajectory_float32_within_rounding(ours, theirs, options):
+    m1, m2 = make_model(torch.float32), make_model(torch.float32)
+    o1, o2 = ours(m1.parameters(), **options), theirs(m2.parameters(), **options)
+    train(m1, o1, 5, torch.float32)
+    train(m2, o2, 5, torch.float32)
+    assert_same_params(m1, m2, rtol=1e-5, atol=1e-6)
+
+
+def test_projection_info_reports_the_official_branch():
+    model = make_model()
+    opt = AdamP(model.parameters(), lr=1e-2)
+    x, y = data()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    opt.step()
+    info = {i.name: i for i in opt.projection_info(model.named_parameters())}
+    assert set(info) == set(before)
+    names = {0: "none", 1: "channel", 2: "layer"}
+    for n, w in before.items():
+        if w.ndim >= 2:
+            assert info[n].branch == names[official_branch(w, grads[n], 0.1, 1e-8)]
+            assert math.isfinite(info[n].cosine)
+        else:
+            assert info[n].branch == "none" and math.isnan(info[n].cosine)
+    assert any(i.branch == "channel" for i in info.values())  # conv weights before BN project
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def _roundtrip(state_dict):
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("direction", ["official->ours", "ours->official"])
+@pytest.mark.parametrize(("ours", "theirs", "options"), [CASES[2], CASES[5]], ids=["AdamP", "SGDP"])
+def test_checkpoint_interchange(ours, theirs, options, direction):
+    first, second = (theirs, ours) if direction == "official->ours" else (ours, theirs)
+    # reference: the official optimizer for all 10 steps
+    m_ref = make_model()
+    o_ref = theirs(m_ref.parameters(), **options)
+    train(m_ref, o_ref, 10)
+    # 5 steps with one, checkpoint through torch.save / weights_only load, 5 with the other
+    m = make_model()
+    o = first(m.parameters(), **options)
+    train(m, o, 5)
+    saved = _roundtrip(o.state_dict())
+    o2 = second(m.parameters(), **options)
+    o2.load_state_dict(saved)
+    train(m, o2, 5)
+    assert_same_params(m, m_ref, rtol=1e-11, atol=1e-13)
+
+
+def test_state_dict_layout_and_roundtrip():
+    model = make_model()
+    opt = AdamP(model.parameters(), lr=1e-2, weight_decay=0.1)
+    train(model, opt, 3)
+    sd = opt.state_dict()
+    official = adamp.AdamP(make_model().parameters(), lr=1e-2, weight_decay=0.1)
+    assert set(official.state_dict()["param_groups"][0]) <= set(sd["param_groups"][0])
+    for s in sd["state"].values():
+        assert set(s) == {"step", "exp_avg", "exp_avg_sq"}
+        assert all(torch.is_tensor(v) for v in s.values())
+    loaded = _roundtrip(sd)
+    for k, s in sd["state"].items():
+        for name, v in s.items():
+            assert torch.equal(loaded["state"][k][name], v)
+
+
+# --- the torch.optim contract --------------------------------------------------------------
+
+
+def test_param_groups_and_add_param_group_fill_defaults():
+    m = make_model()
+    convs = [p for p in m.parameters() if p.ndim == 4]
+    rest = [p for p in m.parameters() if p.ndim != 4]
+    opt = AdamP([{"params": convs, "lr": 0.1, "wd_ratio": 0.5}], lr=1e-3, weight_decay=0.1)
+    opt.add_param_group({"params": rest, "betas": (0.5, 0.9)})
+    g0, g1 = opt.param_groups
+    assert (g0["lr"], g0["wd_ratio"], g0["weight_decay"]) == (0.1, 0.5, 0.1)
+    assert (g1["lr"], g1["betas"], g1["delta"], g1["maximize"]) == (1e-3, (0.5, 0.9), 0.1, False)
+    ref = adamp.AdamP([{"params": convs, "lr": 0.1, "wd_ratio": 0.5}], lr=1e-3, weight_decay=0.1)
+    assert {k for k in ref.param_groups[0] if k != "params"} <= set(g0)
+    with pytest.raises(ValueError, match="betas"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "betas": (1.5, 0.9)})
+
+
+def test_closure_returns_loss_and_zero_grad():
+    m = make_model()
+    opt = SGDP(m.parameters(), lr=0.1, momentum=0.9)
+    x, y = data()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert torch.is_tensor(loss) and loss.ndim == 0
+    opt.zero_grad()
+    assert all(p.grad is None for p in m.parameters())
+
+
+@pytest.mark.parametrize(("ours", "theirs", "options"), [CASES[1], CASES[4]], ids=["AdamP", "SGDP"])
+def test_lr_scheduler_follows_official(ours, theirs, options):
+    m1, m2 = make_model(), make_model()
+    o1, o2 = ours(m1.parameters(), **options), theirs(m2.parameters(), **options)
+    s1 = torch.optim.lr_scheduler.StepLR(o1, step_size=2, gamma=0.5)
+    s2 = torch.optim.lr_scheduler.StepLR(o2, step_size=2, gamma=0.5)
+    train(m1, o1, 7, scheduler=s1)
+    train(m2, o2, 7, scheduler=s2)
+    assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"] < options["lr"]
+    assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
+
+
+def _snapshot(model, opt):
+    params = [p.detach().clone() for p in model.parameters()]
+    state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in opt.state.items()}
+    return params, state
+
+
+def _assert_snapshot(model, opt, snap):
+    params, state = snap
+    for a, b in zip(model.parameters(), params, strict=True):
+        assert torch.equal(a.detach(), b)
+    assert {id(p) for p in opt.state} == set(state)
+    for p, s in opt.state.items():
+        for k, v in s.items():
+            assert torch.equal(v, state[id(p)][k])
+
+
+def test_grad_scaler_skipped_step_changes_nothing():
+    m = make_model(torch.float32)
+    opt = AdamP(m.parameters(), lr=1e-2, weight_decay=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x, y = data(torch.float32)
+    scaler.scale(torch.nn.functional.cross_entropy(m(x), y)).backward()
+    scaler.step(opt)
+    scaler.update()
+    snap = _snapshot(m, opt)
+    opt.zero_grad()
+    scaler.scale(torch.nn.functional.cross_entropy(m(x), y)).backward()
+    next(m.parameters()).grad[0, 0, 0, 0] = math.inf
+    scaler.step(opt)  # found inf: the step is skipped
+    scaler.update()
+    _assert_snapshot(m, opt, snap)
+    assert scaler.get_scale() < 2.0**10
+
+
+def test_step_hooks_run():
+    m = make_model()
+    opt = SGDP(m.parameters(), lr=0.1)
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    train(m, opt, 1)
+    assert calls == ["pre", "post"]
+
+
+def test_deepcopy_and_repr():
+    m = make_model()
+    opt = AdamP(m.parameters(), lr=1e-2, nesterov=True)
+    train(m, opt, 2)
+    clone = copy.deepcopy(opt)
+    assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+    assert "AdamP (" in repr(opt) and "wd_ratio: 0.1" in repr(opt) and "nesterov: True" in repr(opt)
+
+
+def test_params_without_grad_are_skipped():
+    m = make_model()
+    opt = AdamP(m.parameters(), lr=1e-2)
+    train(m, opt, 2)
+    frozen = m[0].weight
+    state_before = {k: v.clone() for k, v in opt.state[frozen].items()}
+    w_before = frozen.detach().clone()
+    x, y = data()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(m(x), y).backward()
+    frozen.grad = None
+    opt.step()
+    assert torch.equal(frozen.detach(), w_before)
+    for k, v in opt.state[frozen].items():
+        assert torch.equal(v, state_before[k])
+    fresh = torch.nn.Parameter(torch.ones(3, 3))
+    opt.add_param_group({"params": [fresh]})
+    opt.step()
+    assert fresh not in opt.state
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_dtypes_empty_and_zero_dim(cls, dtype, foreach):
+    params = [
+        torch.nn.Parameter(torch.randn(4, 3, 2, dtype=dtype)),
+        torch.nn.Parameter(torch.randn((), dtype=dtype)),
+        torch.nn.Parameter(torch.zeros(0, 3, dtype=dtype)),
+        torch.nn.Parameter(torch.randn(5, dtype=dtype)),
+    ]
+    opt = (
+        cls(params, lr=1e-2, momentum=0.9, weight_decay=0.1, foreach=foreach)
+        if cls is SGDP
+        else cls(params, lr=1e-2, weight_decay=0.1, foreach=foreach)
+    )
+    before = [p.detach().clone() for p in params]
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    for p, b in zip(params, before, strict=True):
+        assert p.dtype == dtype and torch.isfinite(p).all()
+        assert p.numel() == 0 or not torch.equal(p.detach(), b)
+
+
+def test_bad_hyperparameters_raise_value_error():
+    p = [torch.nn.Parameter(torch.ones(2, 2))]
+    for kwargs, name in [
+        (dict(lr=-1), "lr"),
+        (dict(betas=(0.9, 1.0)), "betas"),
+        (dict(eps=-1), "eps"),
+        (dict(weight_decay=-1), "weight_decay"),
+        (dict(delta=-1), "delta"),
+        (dict(wd_ratio=-1), "wd_ratio"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            AdamP(p, **kwargs)
+    for kwargs, name in [
+        (dict(lr=-1), "lr"),
+        (dict(lr=0.1, momentum=1.0), "momentum"),
+        (dict(lr=0.1, dampening=2), "dampening"),
+        (dict(lr=0.1, nesterov=True), "nesterov"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            SGDP(p, **kwargs)
+    with pytest.raises(ValueError, match="lr"):
+        SGDP(p)  # lr is required, as in the official SGDP
+    with pytest.raises(ValueError, match="complex"):
+        AdamP([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.complex64))])
+
+
+def test_sparse_gradient_refused_before_anything_changes():
+    m = make_model()
+    extra = torch.nn.Parameter(torch.ones(4, 3))
+    opt = AdamP([*m.parameters(), extra], lr=1e-2)
+    train(m, opt, 1)
+    snap = _snapshot(m, opt)
+    x, y = data()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(m(x), y).backward()
+    extra.grad = torch.ones(4, 3).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    _assert_snapshot(m, opt, snap)
+
+
+def test_maximize_is_minimizing_the_negation():
+    m1, m2 = make_model(), make_model()
+    o1 = AdamP(m1.parameters(), lr=1e-2, maximize=True)
+    o2 = AdamP(m2.parameters(), lr=1e-2)
+    x, y = data()
+    for m, o, sign in ((m1, o1, -1.0), (m2, o2, 1.0)):
+        for _ in range(3):
+            o.zero_grad()
+            (sign * torch.nn.functional.cross_entropy(m(x), y)).backward()
+            o.step()
+    assert_same_params(m1, m2, rtol=1e-12, atol=1e-14)
+
+
+class _CountSyncs(torch.overrides.TorchFunctionMode):
+    SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name in self.SYNCING:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_step_makes_no_host_sync(cls, foreach):
+    m = make_model()
+    opt = cls(m.parameters(), lr=1e-2, weight_decay=0.1, foreach=foreach)
+    x, y = data()
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        with _CountSyncs() as counter:
+            opt.step()
+        assert counter.calls == []
+    # the counter does see conversions: the official optimizer makes one per weight per view
+    ref = (
+        adamp.AdamP(make_model().parameters(), lr=1e-2)
+        if cls is AdamP
+        else adamp.SGDP(make_model().parameters(), lr=1e-2)
+    )
+    for p in ref.param_groups[0]["params"]:
+        p.grad = torch.randn_like(p)
+    with _CountSyncs() as counter:
+        ref.step()
+    assert "__bool__" in counter.calls
