@@ -364,7 +364,7 @@ def test_maximize_is_minimizing_the_negation():
 
 
 class _CountSyncs(torch.overrides.TorchFunctionMode):
-    SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"}
+    SYNCING = frozenset({"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"})
 
     def __init__(self):
         super().__init__()
