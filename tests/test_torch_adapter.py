@@ -364,7 +364,9 @@ def test_maximize_is_minimizing_the_negation():
 
 
 class _CountSyncs(torch.overrides.TorchFunctionMode):
-    SYNCING = frozenset({"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"})
+    SYNCING = frozenset(
+        {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy"}
+    )
 
     def __init__(self):
         super().__init__()
@@ -400,3 +402,35 @@ def test_step_makes_no_host_sync(cls, foreach):
     with _CountSyncs() as counter:
         ref.step()
     assert "__bool__" in counter.calls
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_channels_last_weights_work_and_match_contiguous(foreach):
+    """The official code crashes on channels_last weights (.view); ours matches the contiguous run."""
+    m1, m2 = make_model(), make_model().to(memory_format=torch.channels_last)
+    assert not m2[0].weight.is_contiguous()
+    o1 = AdamP(m1.parameters(), lr=1e-2, weight_decay=0.1)
+    o2 = AdamP(m2.parameters(), lr=1e-2, weight_decay=0.1, foreach=foreach)
+    train(m1, o1, 4)
+    train(m2, o2, 4)
+    assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "options"), [CASES[2], CASES[6]], ids=["AdamP", "SGDP"])
+def test_compiled_path_matches_official_and_never_recompiles(ours, theirs, options):
+    import torch._dynamo
+
+    m1, m2 = make_model(), make_model()
+    m2_params = list(m2.parameters())
+    o1 = ours(m1.parameters(), compile=True, **options)
+    o2 = theirs(m2_params, **options)
+    s1 = torch.optim.lr_scheduler.StepLR(o1, step_size=1, gamma=0.7)
+    s2 = torch.optim.lr_scheduler.StepLR(o2, step_size=1, gamma=0.7)
+    train(m1, o1, 2, scheduler=s1)
+    train(m2, o2, 2, scheduler=s2)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    train(m1, o1, 4, scheduler=s1)  # the step count and the learning rate keep changing
+    train(m2, o2, 4, scheduler=s2)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
+    assert {i.branch for i in o1.projection_info()} >= {"channel", "none"}

@@ -20,9 +20,38 @@ import adamp_core
 
 __all__ = ["ForeachNamespace", "TensorList", "element_namespace", "namespace"]
 
-#: The per-tensor namespace: array_api_compat's torch, with ``torch.linalg.vecdot``
-#: (array_api_compat's generic ``vecdot`` is a batched matmul, about 4x slower).
-element_namespace = adamp_core.with_overrides(torch_xp, vecdot=torch.linalg.vecdot)
+
+#: The per-tensor namespace: array_api_compat's torch, with a faster ``vecdot``
+#: (array_api_compat's generic one is a batched matmul) and, for the
+#: functions whose torch signature already is the standard one for the calls the core makes
+#: (same-dtype tensors, full reductions), torch's own: the compat wrappers cost a few
+#: microseconds per call, which adds up to tens of milliseconds over a ResNet-50 step.
+def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.Tensor:
+    """The standard ``vecdot`` for real tensors, in the fastest torch form measured on CPU.
+
+    For ``x1 is x2``, the squared norm (one pass, no temporary); otherwise ``sum(x1*x2)``,
+    which measured 1.5x faster than ``torch.linalg.vecdot`` and 3x faster than the batched
+    matmul of ``array_api_compat`` on a (512, 4608) float32 block.
+    """
+    if x1 is x2:
+        return torch.linalg.vector_norm(x1, dim=axis).square()
+    return torch.sum(x1 * x2, dim=axis)
+
+
+element_namespace = adamp_core.with_overrides(
+    torch_xp,
+    vecdot=_vecdot,
+    abs=torch.abs,
+    sqrt=torch.sqrt,
+    maximum=torch.maximum,
+    max=torch.amax,
+    sum=torch.sum,
+    where=torch.where,
+    logical_and=torch.logical_and,
+    logical_or=torch.logical_or,
+    logical_not=torch.logical_not,
+    reshape=torch.reshape,
+)
 
 
 class TensorList:

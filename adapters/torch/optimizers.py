@@ -17,6 +17,7 @@ from torch.optim.optimizer import Optimizer, required
 import adamp_core
 from adamp_core.state import step_dtype
 
+from .compiled import as_tensors, can_view, compiled, flat_view
 from .foreach import TensorList, element_namespace, namespace
 
 __all__ = ["SGDP", "AdamP", "ProjectionInfo"]
@@ -55,6 +56,7 @@ class _ProjectedOptimizer(Optimizer):
         for group in self.param_groups:  # checkpoints of the official optimizer lack these
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
+            group.setdefault("compile", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -108,14 +110,45 @@ class _ProjectedOptimizer(Optimizer):
             if group["maximize"]:
                 grads = torch._foreach_neg(grads)
             kwargs = self._hyperparameters(group)
-            if group["foreach"] is False:
-                for p, g in zip(params, grads, strict=True):
-                    state = self._core_state([self.state[p]], lambda ts: ts[0])
-                    _, _, proj = self._update(p, g, state, xp=element_namespace, **kwargs)
-                    self._projections[p] = proj
-            else:
+            foreach = group["foreach"]
+            if foreach is None:  # as torch.optim: multi-tensor kernels pay off on CUDA only
+                foreach = all(p.is_cuda for p in params)
+            if group["compile"]:
+                self._compiled_step(params, grads, kwargs)
+            elif foreach:
                 self._foreach_step(params, grads, kwargs)
+            else:
+                for p, g in zip(params, grads, strict=True):
+                    self._single_step(p, g, kwargs)
         return loss
+
+    def _single_step(self, p: torch.Tensor, g: torch.Tensor, kwargs: dict[str, Any]) -> None:
+        state = self._core_state([self.state[p]], lambda ts: ts[0])
+        _, _, proj = self._update(p, g, state, inplace=True, xp=element_namespace, **kwargs)
+        self._projections[p] = proj
+
+    def _compiled_step(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]
+    ) -> None:
+        fn = compiled(self._update)
+        static = {k: kwargs.pop(k) for k in ("nesterov", "delta", "eps")}
+        tensors: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
+        for p, g in zip(params, grads, strict=True):
+            state = self._core_state([self.state[p]], lambda ts: ts[0])
+            buffers = [b for k, b in zip(self._state_keys, state, strict=True) if k != "step"]
+            if not can_view(p, g, *buffers):  # empty or channels_last: the eager path
+                self._single_step(p, g, {**kwargs, **static})
+                continue
+            key = (p.dtype, p.device)
+            if key not in tensors:
+                tensors[key] = as_tensors(kwargs, p)
+            views = type(state)(
+                *(
+                    b if k == "step" else flat_view(b)
+                    for k, b in zip(self._state_keys, state, strict=True)
+                )
+            )
+            self._projections[p] = fn(flat_view(p), flat_view(g), views, **static, **tensors[key])
 
     def _foreach_step(
         self, params: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]
@@ -123,7 +156,9 @@ class _ProjectedOptimizer(Optimizer):
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
         for (ps, gs), _ in grouped.values():
             state = self._core_state([self.state[p] for p in ps], TensorList)
-            _, _, proj = self._update(TensorList(ps), TensorList(gs), state, xp=namespace, **kwargs)
+            _, _, proj = self._update(
+                TensorList(ps), TensorList(gs), state, inplace=True, xp=namespace, **kwargs
+            )
             for i, p in enumerate(ps):
                 self._projections[p] = adamp_core.Projection(*(f.tensors[i] for f in proj))
 
@@ -185,8 +220,14 @@ class AdamP(_ProjectedOptimizer):
       lr, betas, eps, weight_decay, delta, wd_ratio, nesterov: as the official
         package (see :class:`adamp_core.AdamPConfig`; same names, order, defaults).
       maximize: maximize the objective (negate gradients).
-      foreach: ``None`` (default) or ``True``: one multi-tensor kernel per
-        element-wise operation over each group; ``False``: one tensor at a time.
+      foreach: ``True``: one multi-tensor kernel per element-wise operation over
+        each group; ``False``: one tensor at a time; ``None`` (default): foreach
+        when every parameter of the group is on CUDA, as ``torch.optim`` does (on
+        CPU the per-tensor path measured faster: see ``docs/torch.md``).
+      compile: run the core's update under ``torch.compile`` (dynamic shapes,
+        one graph per rank): the fastest path on CPU once compiled, at the cost of
+        a few seconds of compilation on the first step. Never recompiles as the
+        step count or the learning rate change.
 
     The state of each parameter is ``{"step", "exp_avg", "exp_avg_sq"}`` as in the
     official optimizer, ``step`` being a 0-d tensor; checkpoints interchange both ways.
@@ -214,6 +255,7 @@ class AdamP(_ProjectedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        compile: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -225,6 +267,7 @@ class AdamP(_ProjectedOptimizer):
             nesterov=nesterov,
             maximize=maximize,
             foreach=foreach,
+            compile=compile,
         )
         super().__init__(params, defaults)
 
@@ -247,9 +290,7 @@ class AdamP(_ProjectedOptimizer):
             nesterov=group["nesterov"],
         )
 
-    @staticmethod
-    def _update(param: Any, grad: Any, state: Any, **kwargs: Any) -> Any:
-        return adamp_core.adamp_update(param, grad, state, inplace=True, **kwargs)
+    _update = staticmethod(adamp_core.adamp_update)
 
 
 class SGDP(_ProjectedOptimizer):
@@ -260,7 +301,7 @@ class SGDP(_ProjectedOptimizer):
       params: parameters or param groups.
       lr (required), momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio:
         as the official package (see :class:`adamp_core.SGDPConfig`).
-      maximize, foreach: as in :class:`AdamP`.
+      maximize, foreach, compile: as in :class:`AdamP`.
 
     The state of each parameter is ``{"momentum"}``: the (projected, without nesterov)
     momentum buffer, as in the official optimizer.
@@ -293,6 +334,7 @@ class SGDP(_ProjectedOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        compile: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -305,6 +347,7 @@ class SGDP(_ProjectedOptimizer):
             wd_ratio=wd_ratio,
             maximize=maximize,
             foreach=foreach,
+            compile=compile,
         )
         super().__init__(params, defaults)
 
@@ -315,6 +358,4 @@ class SGDP(_ProjectedOptimizer):
     def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
         return {k: group[k] for k in SGDP._config_keys}
 
-    @staticmethod
-    def _update(param: Any, grad: Any, state: Any, **kwargs: Any) -> Any:
-        return adamp_core.sgdp_update(param, grad, state, inplace=True, **kwargs)
+    _update = staticmethod(adamp_core.sgdp_update)

@@ -1,0 +1,85 @@
+"""The opt-in compiled path: the core's single-tensor update under ``torch.compile``.
+
+Each parameter is handed to the compiled core as a 2-D ``(rows, fan)`` view (1-D for
+parameters of fewer than 2 dimensions): the projection of a weight only looks at its
+output-channel rows, so the view gives the same result as the original shape while
+the whole model needs only a handful of graphs (one per rank and per 0/1 size
+specialization) instead of one per shape. Shapes are dynamic, hyperparameters are
+0-d tensors and the step count is a tensor, so neither a learning-rate schedule nor
+the passing steps recompile anything.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import adamp_core
+from adamp_core.state import step_dtype
+
+from .foreach import element_namespace
+
+__all__ = ["as_tensors", "can_view", "compiled", "flat_view"]
+
+_CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def compiled(update: Callable[..., Any]) -> Callable[..., Any]:
+    """``update`` (``adamp_core.adamp_update`` or ``sgdp_update``) compiled once per process."""
+    if update not in _CACHE:
+
+        def step(
+            param: torch.Tensor,
+            grad: torch.Tensor,
+            state: Any,
+            nesterov: bool,
+            delta: float,
+            eps: float,
+            **hyper: torch.Tensor,
+        ) -> adamp_core.Projection:
+            _, _, proj = update(
+                param,
+                grad,
+                state,
+                nesterov=nesterov,
+                delta=delta,
+                eps=eps,
+                inplace=True,
+                xp=element_namespace,
+                **hyper,
+            )
+            return proj
+
+        compiled_step = torch.compile(step, dynamic=True)
+
+        def quiet_step(*args: Any, **kwargs: Any) -> adamp_core.Projection:
+            # Dynamo notes, while tracing, that array_api_compat's helpers are lru_cached;
+            # they are pure functions of types, so tracing through the cache is exact.
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*functools.lru_cache", category=UserWarning
+                )
+                return compiled_step(*args, **kwargs)
+
+        _CACHE[update] = quiet_step
+    return _CACHE[update]
+
+
+def can_view(*tensors: torch.Tensor) -> bool:
+    """True when every tensor is non-empty and contiguous, so :func:`flat_view` aliases it."""
+    return all(t.numel() > 0 and t.is_contiguous() for t in tensors)
+
+
+def flat_view(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as ``(rows, fan)`` (``ndim >= 2``) or 1-D: a view, so in-place writes land in ``t``."""
+    return t.view(t.shape[0], -1) if t.ndim >= 2 else t.view(-1)
+
+
+def as_tensors(hyper: dict[str, Any], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Hyperparameters as 0-d tensors in the step dtype of ``like`` (changing them never
+    recompiles); tensors that already are 0-d pass through on ``like``'s device."""
+    dtype = step_dtype(like.dtype, torch)
+    return {k: torch.as_tensor(v, dtype=dtype, device=like.device) for k, v in hyper.items()}

@@ -1,0 +1,138 @@
+"""One optimizer step on ResNet-50 / ViT-B/16 parameter shapes, PyTorch CPU, float32.
+
+Interleaved in one process with torch.optim.AdamW/SGD(foreach=True) and the official adamp
+package; reports median ms, the ratio to the torch.optim reference, the first step's time and
+the peak extra memory of a step.
+
+    python benchmarks/torch_step.py [--rounds 20] [--workload resnet50 vit_b16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc  # noqa: F401  (torch CPU allocations are not traced; see _peak_extra)
+
+import torch
+from shapes import WORKLOADS, count
+from timing import interleaved, median, table
+
+
+def _params(shapes, seed):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.05) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    return params
+
+
+def _peak_extra(step) -> float:
+    """Peak resident-set growth of one step, in MB (CPU: ru_maxrss is process-wide, so take
+    it from a fresh high-water mark by measuring the step's allocations with the profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted(
+        (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_memory_usage
+    )
+    level = peak = 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    return peak / 2**20
+
+
+def candidates(shapes):
+    import adamp
+
+    from adapters.torch import SGDP, AdamP
+
+    made = {
+        "torch.optim.AdamW foreach": lambda p: torch.optim.AdamW(
+            p, lr=1e-3, weight_decay=1e-2, foreach=True
+        ),
+        "ours AdamP default (per tensor on CPU)": lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2),
+        "ours AdamP foreach=True": lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True),
+        "ours AdamP compile=True": lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2, compile=True),
+        "official adamp.AdamP": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2),
+        "torch.optim.SGD foreach": lambda p: torch.optim.SGD(
+            p, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True
+        ),
+        "ours SGDP default (per tensor on CPU)": lambda p: SGDP(
+            p, lr=0.1, momentum=0.9, weight_decay=1e-4
+        ),
+        "ours SGDP foreach=True": lambda p: SGDP(
+            p, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True
+        ),
+        "ours SGDP compile=True": lambda p: SGDP(
+            p, lr=0.1, momentum=0.9, weight_decay=1e-4, compile=True
+        ),
+        "official adamp.SGDP": lambda p: adamp.SGDP(p, lr=0.1, momentum=0.9, weight_decay=1e-4),
+    }
+    return made
+
+
+def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
+    shapes = WORKLOADS[workload]()
+    opts, first = {}, {}
+    for i, (name, make) in enumerate(candidates(shapes).items()):
+        opt = make(_params(shapes, i))
+        t0 = time.perf_counter()
+        opt.step()
+        first[name] = time.perf_counter() - t0
+        opts[name] = opt
+    samples = interleaved({n: o.step for n, o in opts.items()}, rounds=rounds, warmup=1)
+    memory = {}
+    for name, opt in opts.items():
+        gc.collect()
+        memory[name] = _peak_extra(opt.step)
+    rows = []
+    for name, xs in samples.items():
+        ref = "torch.optim.SGD foreach" if "SGD" in name else "torch.optim.AdamW foreach"
+        official = "official adamp.SGDP" if "SGD" in name else "official adamp.AdamP"
+        rows.append(
+            (
+                name,
+                f"{median(xs) * 1e3:.1f}",
+                f"{median(xs) / median(samples[ref]):.2f}",
+                f"{median(xs) / median(samples[official]):.2f}",
+                f"{first[name]:.2f}",
+                f"{memory[name]:.0f}",
+            )
+        )
+    print(
+        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, CPU, "
+        f"{torch.get_num_threads()} threads, median of {rounds} interleaved steps"
+    )
+    print(
+        table(
+            rows,
+            (
+                "implementation",
+                "ms / step",
+                "ratio to torch.optim foreach",
+                "ratio to official",
+                "first step s",
+                "peak extra MB",
+            ),
+        )
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--workload", choices=list(WORKLOADS), nargs="*", default=["resnet50", "vit_b16"]
+    )
+    args = parser.parse_args()
+    with torch.no_grad():
+        for w in args.workload:
+            run(w, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
