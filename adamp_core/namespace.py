@@ -59,6 +59,17 @@ class _Overridden(SimpleNamespace):
         return getattr(self._base, name)
 
 
+def small_array_device(x: Array) -> Any:
+    """The device for a small array (0-d, or broadcastable like ``(rows, 1, 1)``) made for ``x``.
+
+    ``x``'s device, except for JAX arrays: there ``device`` is the array's sharding,
+    which cannot be applied to an array of another rank, so JAX places it (``None``).
+    """
+    if array_api_compat.is_jax_array(x):
+        return None
+    return array_api_compat.device(x)
+
+
 def full_like_scalar(value: Any, like: Array, xp: Any, dtype: Any = None) -> Array:
     """A 0-d array holding ``value``, on ``like``'s device, in ``dtype`` (default ``like.dtype``).
 
@@ -66,7 +77,7 @@ def full_like_scalar(value: Any, like: Array, xp: Any, dtype: Any = None) -> Arr
     """
     dtype = like.dtype if dtype is None else dtype
     if isinstance(value, (int, float, bool)):
-        return xp.asarray(value, dtype=dtype, device=array_api_compat.device(like))
+        return xp.asarray(value, dtype=dtype, device=small_array_device(like))
     return xp.astype(value, dtype)
 
 

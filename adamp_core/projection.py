@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import array_api_compat
-
-from .namespace import compute_dtype, full_like_scalar, namespace_of
+from .namespace import compute_dtype, full_like_scalar, namespace_of, small_array_device
 
 __all__ = [
     "CHANNEL",
@@ -145,7 +143,7 @@ def _unprojected(param: Array, xp: Any) -> Projection:
     dtype = compute_dtype(param.dtype, xp)
     one = full_like_scalar(1.0, param, xp, dtype)
     return Projection(
-        coef=xp.zeros((1,) * param.ndim, dtype=dtype, device=array_api_compat.device(param)),
+        coef=xp.zeros((1,) * param.ndim, dtype=dtype, device=small_array_device(param)),
         ratio=one,
         branch=xp.astype(one, xp.int32) * NONE,
         cosine=one * math.nan,
