@@ -122,7 +122,10 @@ def projection_from_sums(
     cos_channel = xp.max(cos_rows)
     channel = cos_channel < delta / math.sqrt(size // shape[0])
 
-    ww_l, gg_l, wg_l, wu_l = (xp.sum(s) for s in (ww, gg, wg, wu))
+    # One reduction of the stacked row sums: summing each separately lets XLA fuse every
+    # layer sum back into its producer and re-read the whole weight for it.
+    layer_sums = xp.sum(xp.stack((ww, gg, wg, wu)), axis=1)
+    ww_l, gg_l, wg_l, wu_l = (layer_sums[i] for i in range(4))
     cos_layer = _abs_cosine(wg_l, ww_l, gg_l, eps_a, xp)
     layer = xp.logical_and(xp.logical_not(channel), cos_layer < delta / math.sqrt(size))
 

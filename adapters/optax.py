@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 import adamp_core
+from adamp_core.state import step_dtype
 
 __all__ = [
     "ScaleByAdamPState",
@@ -33,10 +34,22 @@ __all__ = [
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
 
 
-class ScaleByAdamPState(NamedTuple):
-    """State of :func:`scale_by_adamp`: per leaf, the official per-parameter AdamP state."""
+def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
+    """The standard ``vecdot`` for real arrays as a fused multiply-reduce, which XLA on CPU
+    runs about 2x faster than ``jnp.vecdot``'s ``dot_general`` on weight-sized rows."""
+    return jnp.sum(x1 * x2, axis=axis)
 
-    step: optax.Updates  #: per leaf, a 0-d float array: steps taken
+
+#: ``jax.numpy`` with the faster row dot product, handed to every core call.
+xp = adamp_core.with_overrides(jnp, vecdot=_rowdot)
+
+
+class ScaleByAdamPState(NamedTuple):
+    """State of :func:`scale_by_adamp`: the official per-parameter AdamP state, with one
+    step count shared by all leaves (as Optax keeps one ``count``; the official per-parameter
+    counts are all equal unless parameters join late, which a pytree cannot do)."""
+
+    step: jax.Array  #: 0-d float array: steps taken (float64 if any leaf is, else float32)
     exp_avg: optax.Updates  #: first moments, like the params
     exp_avg_sq: optax.Updates  #: second moments, like the params
 
@@ -77,6 +90,13 @@ def _decay_mask(mask: MaskOrFn, params: Any) -> Any:
     return mask(params) if callable(mask) else mask
 
 
+def _rows(x: jax.Array) -> jax.Array:
+    """A weight as ``(rows, fan)`` (others unchanged): the projection sees the same rows, and
+    XLA on CPU reduces and updates e.g. a ``(2048, 1024, 1, 1)`` 1x1-conv weight 5-8x faster
+    in this layout than in 4-D."""
+    return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+
+
 def _descent(new: jax.Array, param: jax.Array) -> jax.Array:
     """The update that ``scale_by_learning_rate`` turns into ``new - param`` at lr 1."""
     return param - new
@@ -115,18 +135,21 @@ def scale_by_adamp(
     )
 
     def init_fn(params: optax.Params) -> ScaleByAdamPState:
-        states = jax.tree.map(lambda p: adamp_core.state.init_adamp(p, xp=jnp), params)
-        return ScaleByAdamPState(*_unzip(states, params, 3))
+        wide = any(p.dtype == jnp.float64 for p in jax.tree.leaves(params))
+        step = jnp.zeros([], step_dtype(jnp.float64 if wide else jnp.float32, jnp))
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return ScaleByAdamPState(step, zeros, jax.tree.map(jnp.zeros_like, params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _need_params(params, "scale_by_adamp")
 
-        def leaf(g, p, step, m, v, decays):
+        def leaf(g, p, m, v, decays):
+            shape, (g, p, m, v) = p.shape, (_rows(a) for a in (g, p, m, v))
             new, s, _ = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(step, m, v),
+                adamp_core.AdamPState(state.step, m, v),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,
@@ -135,13 +158,18 @@ def scale_by_adamp(
                 delta=delta,
                 wd_ratio=wd_ratio,
                 nesterov=nesterov,
-                xp=jnp,
+                xp=xp,
             )
-            return _descent(new, p), s
+            return _descent(new, p).reshape(shape), s._replace(
+                exp_avg=s.exp_avg.reshape(shape), exp_avg_sq=s.exp_avg_sq.reshape(shape)
+            )
 
-        out = jax.tree.map(leaf, updates, params, *state, _decay_mask(mask, params))
+        out = jax.tree.map(
+            leaf, updates, params, state.exp_avg, state.exp_avg_sq, _decay_mask(mask, params)
+        )
         new_updates, states = _unzip(out, updates, 2)
-        return new_updates, ScaleByAdamPState(*_unzip(states, updates, 3))
+        _, exp_avg, exp_avg_sq = _unzip(states, updates, 3)
+        return new_updates, ScaleByAdamPState(state.step + 1, exp_avg, exp_avg_sq)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -181,6 +209,7 @@ def scale_by_sgdp(
         _need_params(params, "scale_by_sgdp")
 
         def leaf(g, p, buf, decays):
+            shape, (g, p, buf) = p.shape, (_rows(a) for a in (g, p, buf))
             new, s, _ = adamp_core.sgdp_update(
                 p,
                 g,
@@ -193,9 +222,9 @@ def scale_by_sgdp(
                 eps=eps,
                 delta=delta,
                 wd_ratio=wd_ratio,
-                xp=jnp,
+                xp=xp,
             )
-            return _descent(new, p), s.momentum
+            return _descent(new, p).reshape(shape), s.momentum.reshape(shape)
 
         out = jax.tree.map(leaf, updates, params, state.momentum, _decay_mask(mask, params))
         new_updates, buffers = _unzip(out, updates, 2)
@@ -318,8 +347,9 @@ def with_projection(
         )
 
         def leaf(u, g, p):
-            proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=jnp)
-            return adamp_core.project(u, p, proj, xp=jnp)
+            shape, (u, g, p) = p.shape, (_rows(a) for a in (u, g, p))
+            proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=xp)
+            return adamp_core.project(u, p, proj, xp=xp).reshape(shape)
 
         return jax.tree.map(leaf, inner_updates, updates, params), WithProjectionState(inner_state)
 

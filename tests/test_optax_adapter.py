@@ -170,7 +170,7 @@ def test_state_is_arrays_and_jit_traces_once():
     for _ in range(5):
         params, state = step(params, state, grads)
     assert len(traces) == 1
-    assert float(state[0].step["w"]) == 5.0
+    assert float(state[0].step) == 5.0
 
 
 def test_inject_hyperparams_chain_multisteps_apply_if_finite_masked():

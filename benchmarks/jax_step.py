@@ -1,0 +1,96 @@
+"""A jitted update + apply on ResNet-50 / ViT-B/16 parameter shapes, JAX on CPU, float32,
+interleaved with optax.adamw / optax.sgd(momentum=0.9) in the same process.
+
+    python benchmarks/jax_step.py [--rounds 20] [--workload resnet50 vit_b16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from shapes import WORKLOADS, count
+from timing import interleaved, median, table
+
+from adapters.optax import adamp, sgdp
+
+
+def _stepper(opt, params):
+    @partial(jax.jit, donate_argnums=(0, 1))  # as a training step would: reuse the buffers
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step, opt.init(params)
+
+
+def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
+    shapes = WORKLOADS[workload]()
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for s in shapes]
+    grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    optimizers = {
+        "optax.adamw": optax.adamw(1e-3, weight_decay=1e-2),
+        "adapters.optax.adamp": adamp(1e-3, weight_decay=1e-2),
+        "optax.sgd momentum": optax.chain(
+            optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9)
+        ),
+        "adapters.optax.sgdp": sgdp(0.1, momentum=0.9, weight_decay=1e-4),
+    }
+    runs, first = {}, {}
+    for name, opt in optimizers.items():
+        step, state = _stepper(opt, params)
+        box = {"p": [p + 0 for p in params], "s": state}
+        t0 = time.perf_counter()
+        box["p"], box["s"] = step(box["p"], box["s"], grads)
+        jax.block_until_ready(box["p"])
+        first[name] = time.perf_counter() - t0
+
+        def call(step=step, box=box):
+            box["p"], box["s"] = step(box["p"], box["s"], grads)
+            return box["p"]
+
+        runs[name] = call
+    samples = interleaved(runs, rounds=rounds, warmup=2, sync=jax.block_until_ready)
+    rows = []
+    for name, xs in samples.items():
+        ref = "optax.sgd momentum" if "sg" in name else "optax.adamw"
+        rows.append(
+            (
+                name,
+                f"{median(xs) * 1e3:.1f}",
+                f"{median(xs) / median(samples[ref]):.2f}",
+                f"{first[name]:.2f}",
+            )
+        )
+    print(
+        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, JAX {jax.__version__} CPU, "
+        f"median of {rounds} interleaved steps"
+    )
+    print(
+        table(
+            rows,
+            ("implementation", "ms / step", "ratio to optax reference", "first step (compile) s"),
+        )
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--workload", choices=list(WORKLOADS), nargs="*", default=["resnet50", "vit_b16"]
+    )
+    args = parser.parse_args()
+    for w in args.workload:
+        run(w, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
