@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_code_runs(page):
     blocks = BLOCK.findall(page.read_text())
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for i, code in enumerate(blocks):  # blocks of one page run in order, sharing names
-        if "# doctest: skip" in code:
-            continue
-        exec(compile(code, f"{page.name}[block {i}]", "exec"), namespace)
+    module = types.ModuleType(f"docs_{page.stem}")  # a real module: dataclasses look it up
+    sys.modules[module.__name__] = module
+    try:
+        for i, code in enumerate(blocks):  # blocks of one page run in order, sharing names
+            exec(compile(code, f"{page.name}[block {i}]", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
 
 
 def test_numpy_quickstart_trains():
