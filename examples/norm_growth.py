@@ -136,8 +136,10 @@ def experiment(backend: str, steps: int, seed: int = 0, progress: bool = True) -
             h["accuracy"].append(accuracy)
             h["norm"].append(norm)
             if progress and (t + 1) % max(1, steps // 4) == 0:
-                print(f"  {name:5s} step {t + 1:4d}/{steps}  loss {loss:.4f}  |W| {norm:.4f}",
-                      flush=True)
+                print(
+                    f"  {name:5s} step {t + 1:4d}/{steps}  loss {loss:.4f}  |W| {norm:.4f}",
+                    flush=True,
+                )
 
         BACKENDS[backend](kind, hyper, data, steps, on_step)
         if progress:
@@ -146,13 +148,17 @@ def experiment(backend: str, steps: int, seed: int = 0, progress: bool = True) -
 
 
 def table(history: dict) -> str:
-    rows = ["| optimizer | final loss | accuracy | weight norm |W| | effective step lr/|W|^2 |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| optimizer | final loss | accuracy | weight norm |W| | effective step lr/|W|^2 |",
+        "|---|---|---|---|---|",
+    ]
     for name, h in history.items():
         lr = OPTIMIZERS[name][1]["lr"]
         norm = h["norm"][-1]
-        rows.append(f"| {name} | {h['loss'][-1]:.4f} | {h['accuracy'][-1]:.3f} | {norm:.4f} | "
-                    f"{lr / norm**2:.4f} |")
+        rows.append(
+            f"| {name} | {h['loss'][-1]:.4f} | {h['accuracy'][-1]:.3f} | {norm:.4f} | "
+            f"{lr / norm**2:.4f} |"
+        )
     return "\n".join(rows)
 
 
@@ -163,8 +169,12 @@ def plot(history: dict, path: str, backend: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_norm, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"SGD": ("tab:blue", "--"), "SGDP": ("tab:blue", "-"),
-              "Adam": ("tab:red", "--"), "AdamP": ("tab:red", "-")}
+    styles = {
+        "SGD": ("tab:blue", "--"),
+        "SGDP": ("tab:blue", "-"),
+        "Adam": ("tab:red", "--"),
+        "AdamP": ("tab:red", "-"),
+    }
     for name, h in history.items():
         color, line = styles[name]
         ax_norm.plot(h["norm"], color=color, linestyle=line, label=name)
@@ -187,8 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="norm_growth.png", help="the PNG plot to write")
     args = parser.parse_args(argv)
-    print(f"Scale-invariant classifier, {SAMPLES} samples, {CLASSES} classes, {args.steps} "
-          f"full-batch steps, backend {args.backend}")
+    print(
+        f"Scale-invariant classifier, {SAMPLES} samples, {CLASSES} classes, {args.steps} "
+        f"full-batch steps, backend {args.backend}"
+    )
     history = experiment(args.backend, args.steps, args.seed)
     print()
     print(table(history))

@@ -28,8 +28,12 @@ def test_backends_print_the_same_figures(numpy_history, backend):
     history = norm_growth.experiment(backend, STEPS, progress=False)
     for name in norm_growth.OPTIMIZERS:
         for key in ("loss", "accuracy", "norm"):
-            np.testing.assert_allclose(history[name][key], numpy_history[name][key], rtol=1e-9,
-                                       err_msg=f"{backend} {name} {key}")
+            np.testing.assert_allclose(
+                history[name][key],
+                numpy_history[name][key],
+                rtol=1e-9,
+                err_msg=f"{backend} {name} {key}",
+            )
     assert norm_growth.table(history) == norm_growth.table(numpy_history)
 
 
@@ -47,8 +51,18 @@ def test_command_line_writes_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "plot.png"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "norm_growth.py"), "--steps", "40", "--out", str(out)],
-        capture_output=True, text=True, check=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "norm_growth.py"),
+            "--steps",
+            "40",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     for name in ("| SGD |", "| SGDP |", "| Adam |", "| AdamP |"):
         assert name in result.stdout
