@@ -255,6 +255,7 @@ def test_flax_train_state():
 
 SHARDING_SCRIPT = textwrap.dedent(
     """
+    import re
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from adapters.optax import adamp, sgdp
@@ -279,6 +280,14 @@ SHARDING_SCRIPT = textwrap.dedent(
         for k in params:
             assert sharded[k].sharding.is_equivalent_to(NamedSharding(mesh, specs[k]), params[k].ndim), k
             np.testing.assert_allclose(np.asarray(sharded[k]), np.asarray(plain[k]), rtol=2e-6, atol=1e-7)
+        # the projection adds only all-reduces of per-row sums: no weight is gathered
+        state = opt.init(sharded_in)
+        step = jax.jit(lambda p, s, g: opt.update(g, s, p))
+        hlo = step.lower(sharded_in, state, sharded_in).compile().as_text()
+        assert "all-gather" not in hlo and "all-to-all" not in hlo, "a weight is gathered"
+        reduced = [int(n) for line in hlo.splitlines() if "all-reduce(" in line
+                   for n in re.findall(r"f32\[(\d+)\]", line.split("all-reduce(")[0])]
+        assert reduced and max(reduced) <= 32, reduced  # at most one value per output channel
     print("sharded == unsharded")
     """
 )
