@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_
 from .namespace import compute_dtype, namespace_of
 from .projection import Projection, project, projection
 from .state import AdamPState, SGDPState
@@ -56,13 +57,13 @@ def adam_moments(
     beta1: Scalar,
     beta2: Scalar,
     inplace: bool = False,
+    xp: Any = None,
 ) -> tuple[Array, Array]:
     """``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``; in place or new arrays."""
     if inplace:
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        xp = namespace_of(grad) if xp is None else xp
+        scale_add_(exp_avg, beta1, grad, 1 - beta1, xp=xp)
+        scale_addcmul_(exp_avg_sq, beta2, grad, grad, 1 - beta2, xp=xp)
         return exp_avg, exp_avg_sq
     return exp_avg * beta1 + (1 - beta1) * grad, exp_avg_sq * beta2 + (1 - beta2) * grad * grad
 
@@ -90,20 +91,24 @@ def adam_direction(
     denom /= _as(sqrt_bc2, denom.dtype, xp)
     denom += eps
     numerator = beta1 * exp_avg + (1 - beta1) * grad if nesterov else exp_avg
-    return numerator / denom
+    return divide_into(numerator, denom, xp=xp)
 
 
 def sgd_momentum(
-    grad: Array, buf: Array, *, momentum: Scalar, dampening: Scalar, inplace: bool = False
+    grad: Array,
+    buf: Array,
+    *,
+    momentum: Scalar,
+    dampening: Scalar,
+    inplace: bool = False,
+    xp: Any = None,
 ) -> Array:
     """``buf = momentum*buf + (1-dampening)*g``; in place or a new array."""
-    undamped = isinstance(dampening, (int, float)) and dampening == 0  # skip a 1.0 * grad pass
-    scaled = grad if undamped else (1 - dampening) * grad
     if inplace:
-        buf *= momentum
-        buf += scaled
-        return buf
-    return buf * momentum + scaled
+        xp = namespace_of(grad) if xp is None else xp
+        return scale_add_(buf, momentum, grad, 1 - dampening, xp=xp)
+    undamped = isinstance(dampening, (int, float)) and dampening == 0  # skip a 1.0 * grad pass
+    return buf * momentum + (grad if undamped else (1 - dampening) * grad)
 
 
 def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) -> Array:
@@ -140,8 +145,7 @@ def apply_update(
         step_size = _as(step_size, param.dtype, xp)
     if inplace:
         param *= factor
-        param -= step_size * update
-        return param
+        return sub_product_(param, step_size, update, xp=xp)
     return param * factor - step_size * update
 
 
@@ -184,7 +188,7 @@ def adamp_update(
     bias_correction1 = 1 - beta1**step
     sqrt_bc2 = xp.sqrt(1 - beta2**step)
     exp_avg, exp_avg_sq = adam_moments(
-        grad, state.exp_avg, state.exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace
+        grad, state.exp_avg, state.exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
     )
     update = adam_direction(
         grad, exp_avg, exp_avg_sq, sqrt_bc2, beta1=beta1, eps=eps, nesterov=nesterov, xp=xp
@@ -222,7 +226,7 @@ def sgdp_update(
     """
     xp = namespace_of(param, grad) if xp is None else xp
     buf = sgd_momentum(
-        grad, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace
+        grad, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace, xp=xp
     )
     update = sgd_direction(grad, buf, momentum=momentum, nesterov=nesterov)
     proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
@@ -230,7 +234,7 @@ def sgdp_update(
     coef = proj.coef
     if not nesterov:  # the buffer is the update: project it and carry it on
         if inplace:
-            buf -= _as(coef, buf.dtype, xp) * param
+            sub_product_(buf, _as(coef, buf.dtype, xp), param, xp=xp)
         else:
             buf = project(buf, param, proj, xp=xp)
         update, coef = buf, None

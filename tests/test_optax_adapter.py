@@ -254,7 +254,7 @@ def test_flax_train_state():
 
 
 SHARDING_SCRIPT = textwrap.dedent(
-    """
+    r"""
     import re
     import jax, jax.numpy as jnp, numpy as np, optax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

@@ -38,8 +38,44 @@ def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.T
     return torch.sum(x1 * x2, dim=axis)
 
 
+def _scale_add_(y: torch.Tensor, beta: Any, x: torch.Tensor, alpha: Any) -> torch.Tensor:
+    y.mul_(beta)
+    if isinstance(alpha, torch.Tensor):  # a traced hyperparameter: no .item()
+        return y.addcmul_(x, alpha)
+    return y.add_(x, alpha=alpha)
+
+
+def _scale_addcmul_(
+    y: torch.Tensor, beta: Any, x1: torch.Tensor, x2: torch.Tensor, value: Any
+) -> torch.Tensor:
+    y.mul_(beta)
+    if isinstance(value, torch.Tensor):
+        return y.addcmul_(x1 * value, x2)
+    return y.addcmul_(x1, x2, value=value)
+
+
+def _sub_product_(y: torch.Tensor, a: Any, b: torch.Tensor) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return y.addcmul_(a, b, value=-1)
+    return y.add_(b, alpha=-a)
+
+
+def _divide_into(numerator: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+    return torch.div(numerator, denom, out=denom)
+
+
+#: ``adamp_core.kernels`` as torch's fused in-place methods: the same values, no temporaries
+#: (a ``y += a * x`` allocates one, which measured 3-8x slower than ``add_``/``addcmul_``).
+_KERNELS = dict(
+    scale_add_=_scale_add_,
+    scale_addcmul_=_scale_addcmul_,
+    sub_product_=_sub_product_,
+    divide_into=_divide_into,
+)
+
 element_namespace = adamp_core.with_overrides(
     torch_xp,
+    **_KERNELS,
     vecdot=_vecdot,
     abs=torch.abs,
     sqrt=torch.sqrt,
@@ -145,6 +181,35 @@ class ForeachNamespace:
     @staticmethod
     def astype(x: TensorList, dtype: torch.dtype) -> TensorList:
         return TensorList([t.to(dtype) for t in x.tensors])
+
+    # adamp_core.kernels over whole lists: the same values, no list-sized temporaries
+    @staticmethod
+    def scale_add_(y: TensorList, beta: Any, x: TensorList, alpha: Any) -> TensorList:
+        torch._foreach_mul_(y.tensors, y._arg(beta))
+        if isinstance(alpha, (int, float)):
+            torch._foreach_add_(y.tensors, x.tensors, alpha=alpha)
+        else:
+            torch._foreach_addcmul_(y.tensors, x.tensors, y._arg(alpha))
+        return y
+
+    @staticmethod
+    def scale_addcmul_(
+        y: TensorList, beta: Any, x1: TensorList, x2: TensorList, value: Any
+    ) -> TensorList:
+        torch._foreach_mul_(y.tensors, y._arg(beta))
+        if isinstance(value, (int, float)):
+            torch._foreach_addcmul_(y.tensors, x1.tensors, x2.tensors, value=value)
+        else:
+            torch._foreach_addcmul_(y.tensors, (x1 * value).tensors, x2.tensors)
+        return y
+
+    @staticmethod
+    def sub_product_(y: TensorList, a: Any, b: TensorList) -> TensorList:
+        if isinstance(a, (int, float)):
+            torch._foreach_add_(y.tensors, b.tensors, alpha=-a)
+        else:
+            torch._foreach_addcmul_(y.tensors, y._arg(a), b.tensors, value=-1)
+        return y
 
     @staticmethod
     def map_arrays(fn: Any, *lists: TensorList, **kwargs: Any) -> Any:

@@ -22,6 +22,9 @@ from .foreach import TensorList, element_namespace, namespace
 
 __all__ = ["SGDP", "AdamP", "ProjectionInfo"]
 
+#: Tensors of at most this many elements are updated together with foreach kernels.
+_SMALL = 2**15
+
 _BRANCH_NAMES = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
 
 
@@ -111,12 +114,23 @@ class _ProjectedOptimizer(Optimizer):
                 grads = torch._foreach_neg(grads)
             kwargs = self._hyperparameters(group)
             foreach = group["foreach"]
-            if foreach is None:  # as torch.optim: multi-tensor kernels pay off on CUDA only
-                foreach = all(p.is_cuda for p in params)
+            if foreach or (foreach is None and all(p.is_cuda for p in params)):
+                self._foreach_step(params, grads, kwargs)  # as torch.optim: the CUDA default
+                continue
+            if foreach is False and not group["compile"]:
+                for p, g in zip(params, grads, strict=True):
+                    self._single_step(p, g, kwargs)
+                continue
+            # Small tensors (biases, norm weights: most of a ResNet's tensors, little of its
+            # memory) go through the foreach kernels together; large ones one by one, where
+            # per-tensor temporaries stay small, or through the compiled core.
+            small = [i for i, p in enumerate(params) if p.numel() <= _SMALL]
+            if small:
+                self._foreach_step([params[i] for i in small], [grads[i] for i in small], kwargs)
+            large = [i for i, p in enumerate(params) if p.numel() > _SMALL]
+            params, grads = [params[i] for i in large], [grads[i] for i in large]
             if group["compile"]:
                 self._compiled_step(params, grads, kwargs)
-            elif foreach:
-                self._foreach_step(params, grads, kwargs)
             else:
                 for p, g in zip(params, grads, strict=True):
                     self._single_step(p, g, kwargs)
