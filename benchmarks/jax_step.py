@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from shapes import WORKLOADS, count
-from timing import interleaved, median, table
+from timing import Result, interleaved, print_results, summarize
 
 from adapters.optax import adamp, sgdp
 
@@ -29,7 +29,7 @@ def _stepper(opt, params):
     return step, opt.init(params)
 
 
-def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
+def run(workload: str, rounds: int) -> list[Result]:
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for s in shapes]
@@ -57,28 +57,17 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
 
         runs[name] = call
     samples = interleaved(runs, rounds=rounds, warmup=2, sync=jax.block_until_ready)
-    rows = []
-    for name, xs in samples.items():
-        ref = "optax.sgd momentum" if "sg" in name else "optax.adamw"
-        rows.append(
-            (
-                name,
-                f"{median(xs) * 1e3:.1f}",
-                f"{median(xs) / median(samples[ref]):.2f}",
-                f"{first[name]:.2f}",
-            )
-        )
-    print(
-        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, JAX {jax.__version__} CPU, "
-        f"median of {rounds} interleaved steps"
+
+    def reference(name: str) -> str:
+        return "optax.sgd momentum" if "sg" in name else "optax.adamw"
+
+    results = summarize(samples, reference, first)
+    print_results(
+        f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
+        f"JAX {jax.__version__} CPU, median of {rounds} interleaved steps",
+        results,
     )
-    print(
-        table(
-            rows,
-            ("implementation", "ms / step", "ratio to optax reference", "first step (compile) s"),
-        )
-    )
-    return rows
+    return results
 
 
 def main() -> None:

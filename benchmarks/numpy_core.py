@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 from shapes import WORKLOADS, count
-from timing import interleaved, median, table
+from timing import Result, interleaved, print_results, summarize
 
 import adamp_core as ac
 
@@ -44,7 +44,7 @@ def numpy_sgd(params, grads, bufs, lr=0.1, momentum=0.9, wd=1e-4):
         p -= tmp
 
 
-def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
+def run(workload: str, rounds: int) -> list[Result]:
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     fresh = lambda: [rng.standard_normal(s).astype(np.float32) * 0.05 for s in shapes]  # noqa: E731
@@ -85,17 +85,17 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
         ),
     }
     samples = interleaved(fns, rounds=rounds)
-    adam_ref = median(samples["numpy AdamW (in place, out=)"])
-    sgd_ref = median(samples["numpy SGD momentum (in place)"])
-    rows = []
-    for name, xs in samples.items():
-        ref = sgd_ref if "SG" in name else adam_ref
-        rows.append((name, f"{median(xs) * 1e3:.1f}", f"{median(xs) / ref:.2f}"))
-    print(
-        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, median of {rounds}"
+
+    def reference(name: str) -> str:
+        return "numpy SGD momentum (in place)" if "SG" in name else "numpy AdamW (in place, out=)"
+
+    results = summarize(samples, reference)
+    print_results(
+        f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
+        f"NumPy {np.__version__}, median of {rounds} interleaved steps",
+        results,
     )
-    print(table(rows, ("implementation", "ms / step", "ratio to numpy reference")))
-    return rows
+    return results
 
 
 def main() -> None:

@@ -6,6 +6,19 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Result:
+    """One implementation on one workload: median seconds per step and the ratio to its reference."""
+
+    name: str
+    seconds: float
+    ratio: float
+    reference: str
+    first: float | None = None  #: seconds of the first step (compilation included)
+    memory_mb: float | None = None  #: peak extra memory of a step
 
 
 def interleaved(
@@ -57,3 +70,42 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def summarize(
+    samples: dict[str, list[float]],
+    reference_of: Callable[[str], str],
+    first: dict[str, float] | None = None,
+    memory: dict[str, float] | None = None,
+) -> list[Result]:
+    """Medians and ratios to each implementation's reference, in the order measured."""
+    return [
+        Result(
+            name,
+            median(xs),
+            median(xs) / median(samples[reference_of(name)]),
+            reference_of(name),
+            (first or {}).get(name),
+            (memory or {}).get(name),
+        )
+        for name, xs in samples.items()
+    ]
+
+
+def print_results(title: str, results: list[Result]) -> None:
+    """The Markdown table of one workload."""
+    header = ["implementation", "ms / step", "ratio to reference", "reference"]
+    if any(r.first is not None for r in results):
+        header.append("first step s")
+    if any(r.memory_mb is not None for r in results):
+        header.append("peak extra MB")
+    rows = []
+    for r in results:
+        row = [r.name, f"{r.seconds * 1e3:.1f}", f"{r.ratio:.2f}", r.reference]
+        if "first step s" in header:
+            row.append("" if r.first is None else f"{r.first:.2f}")
+        if "peak extra MB" in header:
+            row.append("" if r.memory_mb is None else f"{r.memory_mb:.0f}")
+        rows.append(tuple(row))
+    print(f"\n{title}")
+    print(table(rows, tuple(header)))

@@ -16,7 +16,7 @@ import tracemalloc  # noqa: F401  (torch CPU allocations are not traced; see _pe
 
 import torch
 from shapes import WORKLOADS, count
-from timing import interleaved, median, table
+from timing import Result, interleaved, print_results, summarize
 
 
 def _params(shapes, seed):
@@ -44,6 +44,15 @@ def _peak_extra(step) -> float:
     return peak / 2**20
 
 
+def _pytorch_optimizer_adamp() -> dict:
+    """kozistr's pytorch_optimizer AdamP, when installed (``pip install pytorch-optimizer``)."""
+    try:
+        from pytorch_optimizer import AdamP as KozistrAdamP
+    except ImportError:
+        return {}
+    return {"pytorch_optimizer.AdamP": lambda p: KozistrAdamP(p, lr=1e-3, weight_decay=1e-2)}
+
+
 def candidates(shapes):
     import adamp
 
@@ -57,6 +66,7 @@ def candidates(shapes):
         "ours AdamP foreach=True": lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True),
         "ours AdamP compile=True": lambda p: AdamP(p, lr=1e-3, weight_decay=1e-2, compile=True),
         "official adamp.AdamP": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2),
+        **_pytorch_optimizer_adamp(),
         "torch.optim.SGD foreach": lambda p: torch.optim.SGD(
             p, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True
         ),
@@ -74,7 +84,7 @@ def candidates(shapes):
     return made
 
 
-def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
+def run(workload: str, rounds: int) -> list[Result]:
     shapes = WORKLOADS[workload]()
     opts, first = {}, {}
     for i, (name, make) in enumerate(candidates(shapes).items()):
@@ -88,38 +98,17 @@ def run(workload: str, rounds: int) -> list[tuple[str, ...]]:
     for name, opt in opts.items():
         gc.collect()
         memory[name] = _peak_extra(opt.step)
-    rows = []
-    for name, xs in samples.items():
-        ref = "torch.optim.SGD foreach" if "SGD" in name else "torch.optim.AdamW foreach"
-        official = "official adamp.SGDP" if "SGD" in name else "official adamp.AdamP"
-        rows.append(
-            (
-                name,
-                f"{median(xs) * 1e3:.1f}",
-                f"{median(xs) / median(samples[ref]):.2f}",
-                f"{median(xs) / median(samples[official]):.2f}",
-                f"{first[name]:.2f}",
-                f"{memory[name]:.0f}",
-            )
-        )
-    print(
-        f"\n{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, CPU, "
-        f"{torch.get_num_threads()} threads, median of {rounds} interleaved steps"
+
+    def reference(name: str) -> str:
+        return "torch.optim.SGD foreach" if "SGD" in name else "torch.optim.AdamW foreach"
+
+    results = summarize(samples, reference, first, memory)
+    print_results(
+        f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, CPU, "
+        f"{torch.get_num_threads()} threads, median of {rounds} interleaved steps",
+        results,
     )
-    print(
-        table(
-            rows,
-            (
-                "implementation",
-                "ms / step",
-                "ratio to torch.optim foreach",
-                "ratio to official",
-                "first step s",
-                "peak extra MB",
-            ),
-        )
-    )
-    return rows
+    return results
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""The speed suite: every implementation on ResNet-50 and ViT-B/16 parameter shapes, float32, CPU.
+
+Rows are implementations (ours: the PyTorch default, foreach and compiled paths, the JAX/Optax
+jitted step, NumPy pure and in place; references: torch.optim AdamW/SGD foreach, the official
+adamp package, pytorch_optimizer, optax.adamw/sgd, a NumPy AdamW), columns are workloads; each
+cell is the median step time and its ratio to the framework's plain optimizer, measured
+interleaved in the same process. A floor row gives the time the machine's measured copy
+bandwidth allows for the bytes each update must move.
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results.md] [--chart benchmarks/results.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+from shapes import WORKLOADS, count
+from timing import Result, copy_bandwidth, table
+
+#: Bytes per parameter an update must move at least: AdamW reads p, g, m, v and writes p, m, v
+#: (7 x 4 bytes); AdamP also reads the weight a second time for the projection's reductions.
+FLOOR_BYTES = {"AdamW": 28, "AdamP": 32, "SGD": 20, "SGDP": 24}
+
+NOT_MEASURED = {
+    "timm AdamP/SGDP": "timm needs torchvision, whose PyPI build does not import beside the pinned "
+    "CPU torch 2.13.0 (see DEVELOPERS.md); its AdamP is the official one with .reshape",
+}
+
+
+def _suites(quick: bool) -> list[tuple[str, object]]:
+    suites = []
+    import numpy_core
+
+    suites.append(("NumPy", numpy_core))
+    try:
+        import torch_step
+
+        suites.append(("PyTorch", torch_step))
+    except ImportError as err:
+        print(f"(PyTorch suite skipped: {err})", file=sys.stderr)
+    try:
+        import jax_step
+
+        suites.append(("JAX", jax_step))
+    except ImportError as err:
+        print(f"(JAX suite skipped: {err})", file=sys.stderr)
+    return suites
+
+
+def _cell(r: Result) -> str:
+    return f"{r.seconds * 1e3:.0f} ms ({r.ratio:.2f}x)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-50 only, 5 rounds")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
+    parser.add_argument("--chart", default=str(Path(__file__).with_name("results.png")))
+    args = parser.parse_args()
+    workloads = ["resnet50"] if args.quick else list(WORKLOADS)
+    rounds = 5 if args.quick else args.rounds
+
+    bandwidth = copy_bandwidth()
+    cells: dict[str, dict[str, str]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    for framework, suite in _suites(args.quick):
+        for workload in workloads:
+            for r in suite.run(workload, rounds):
+                name = f"{framework}: {r.name}"
+                cells.setdefault(name, {})[workload] = _cell(r)
+                ratios.setdefault(name, {})[workload] = r.ratio
+    for kind, nbytes in FLOOR_BYTES.items():
+        name = f"floor: {kind} at {bandwidth / 1e9:.0f} GB/s copy bandwidth"
+        for workload in workloads:
+            seconds = nbytes * count(WORKLOADS[workload]()) / bandwidth
+            cells.setdefault(name, {})[workload] = f"{seconds * 1e3:.0f} ms"
+
+    rows = [(name, *(c.get(w, "") for w in workloads)) for name, c in cells.items()]
+    rows += [
+        (name, *(f"not measured: {why}" for _ in workloads)) for name, why in NOT_MEASURED.items()
+    ]
+    text = "\n".join(
+        [
+            f"Median step time (ratio to the framework's plain AdamW/SGD, measured interleaved), "
+            f"float32, {platform.machine()} CPU, {rounds} rounds.",
+            "",
+            table(rows, ("implementation", *workloads)),
+        ]
+    )
+    print("\n" + text)
+    Path(args.out).write_text(text + "\n")
+    print(f"\ntable written to {args.out}")
+    _chart(ratios, workloads, args.chart)
+
+
+def _chart(ratios: dict[str, dict[str, float]], workloads: list[str], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no chart)")
+        return
+    names = list(ratios)
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 1.5))
+    height = 0.8 / len(workloads)
+    for i, workload in enumerate(workloads):
+        ys = [j + i * height for j in range(len(names))]
+        ax.barh(ys, [ratios[n].get(workload, 0.0) for n in names], height=height, label=workload)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))], names, fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("step time / the framework's plain AdamW or SGD (lower is faster)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"chart written to {path}")
+
+
+if __name__ == "__main__":
+    main()
