@@ -39,3 +39,19 @@ def test_numpy_quickstart_trains():
     loss = lambda line: float(re.search(r"loss (\S+)", line).group(1))  # noqa: E731
     accuracy = float(re.search(r"accuracy (\S+)", last).group(1))
     assert loss(last) < 0.5 * loss(first) and accuracy > 0.7
+
+
+def test_site_builds_strictly(tmp_path):
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "adamp_update" in api and "scale_by_adamp" in api and "ProjectionInfo" in api
