@@ -12,6 +12,20 @@ import adamp_core as ac
 
 MODES = ("random", "channel", "layer", "zero")
 
+#: Constructor options of the official optimizers that the adapter parity tests run, covering
+#: every argument (nesterov, weight decay, dampening, eps, betas, delta, wd_ratio).
+ADAMP_OPTIONS = [
+    dict(lr=1e-2),
+    dict(lr=1e-2, weight_decay=0.1, wd_ratio=0.2),
+    dict(lr=5e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, nesterov=True, delta=0.2),
+]
+SGDP_OPTIONS = [
+    dict(lr=0.1),
+    dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
+    dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3, wd_ratio=0.5),
+    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, delta=0.2),
+]
+
 
 def official(config: ac.AdamPConfig | ac.SGDPConfig, params: list[torch.nn.Parameter]) -> Any:
     import adamp

@@ -17,22 +17,11 @@ torch = pytest.importorskip("torch")
 adamp_official = pytest.importorskip("adamp")
 
 import jax.numpy as jnp  # noqa: E402
-from oracle import MODES, forced_grad, official_branch  # noqa: E402
+from oracle import ADAMP_OPTIONS, MODES, SGDP_OPTIONS, forced_grad, official_branch  # noqa: E402
 
 from adapters.optax import adamp, scale_by_adamp, sgdp, with_projection  # noqa: E402
 
 SHAPES = {"conv": (6, 3, 3, 3), "linear": (5, 7), "bias": (6,), "scalar": ()}
-ADAMP_OPTIONS = [
-    dict(lr=1e-2),
-    dict(lr=1e-2, weight_decay=0.1, wd_ratio=0.2),
-    dict(lr=5e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, nesterov=True, delta=0.2),
-]
-SGDP_OPTIONS = [
-    dict(lr=0.1),
-    dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
-    dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3, wd_ratio=0.5),
-    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, delta=0.2),
-]
 
 
 def _ours(kind, options, **extra):

@@ -11,21 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 adamp = pytest.importorskip("adamp")
 
-from oracle import official_branch  # noqa: E402
+from oracle import ADAMP_OPTIONS, SGDP_OPTIONS, official_branch  # noqa: E402
 
 from adapters.torch import SGDP, AdamP  # noqa: E402
 
-ADAMP_OPTIONS = [
-    dict(lr=1e-2),
-    dict(lr=1e-2, weight_decay=0.1, wd_ratio=0.2),
-    dict(lr=5e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05, nesterov=True, delta=0.2),
-]
-SGDP_OPTIONS = [
-    dict(lr=0.1),
-    dict(lr=0.1, momentum=0.9, weight_decay=1e-2),
-    dict(lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3, wd_ratio=0.5),
-    dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2, delta=0.2),
-]
 CASES = [(AdamP, adamp.AdamP, o) for o in ADAMP_OPTIONS] + [
     (SGDP, adamp.SGDP, o) for o in SGDP_OPTIONS
 ]
