@@ -77,7 +77,9 @@ def train(name: str, seed: int, epochs: int, batch: int = 64) -> tuple[float, fl
     net.eval()
     with torch.no_grad():
         accuracy = (net(xt).argmax(1) == yt).float().mean().item()
-    conv_norm = sum(m.weight.norm() ** 2 for m in net if isinstance(m, torch.nn.Conv2d)) ** 0.5
+    conv_norm = (
+        sum(m.weight.detach().norm() ** 2 for m in net if isinstance(m, torch.nn.Conv2d)) ** 0.5
+    )
     return accuracy, float(conv_norm)
 
 
