@@ -423,3 +423,26 @@ def test_compiled_path_matches_official_and_never_recompiles(ours, theirs, optio
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
     assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
     assert {i.branch for i in o1.projection_info()} >= {"channel", "none"}
+
+
+def test_compiled_adamp_and_sgdp_keep_separate_graphs_within_dynamo_limits():
+    """Dynamo keeps graphs, and its recompile limit, per code object: AdamP and SGDP each have
+    their own, and the weights of every rank and a rows=1 weight stay well within the limit
+    (a shared code object hit it on ViT-B/16 shapes and fell back to eager)."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from adapters.torch import compiled
+
+    shapes = [(40, 30, 3, 3), (1, 40000), (50000,), (300, 200)]
+    for cls, kw in ((AdamP, dict(lr=1e-3)), (SGDP, dict(lr=0.1, momentum=0.9))):
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        opt = cls(params, compile=True, **kw)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+    limit = torch._dynamo.config.recompile_limit
+    for fn in (compiled._adamp_step, compiled._sgdp_step):
+        graphs = len(_debug_get_cache_entry_list(fn.__code__))
+        assert 1 <= graphs <= limit // 2, (fn.__name__, graphs)

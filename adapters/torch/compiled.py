@@ -24,44 +24,70 @@ from .foreach import element_namespace
 
 __all__ = ["as_tensors", "can_view", "compiled", "flat_view"]
 
+
+def _adamp_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: Any,
+    nesterov: bool,
+    delta: float,
+    eps: float,
+    **hyper: torch.Tensor,
+) -> adamp_core.Projection:
+    return adamp_core.adamp_update(
+        param,
+        grad,
+        state,
+        nesterov=nesterov,
+        delta=delta,
+        eps=eps,
+        inplace=True,
+        xp=element_namespace,
+        **hyper,
+    )[2]
+
+
+def _sgdp_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: Any,
+    nesterov: bool,
+    delta: float,
+    eps: float,
+    **hyper: torch.Tensor,
+) -> adamp_core.Projection:
+    return adamp_core.sgdp_update(
+        param,
+        grad,
+        state,
+        nesterov=nesterov,
+        delta=delta,
+        eps=eps,
+        inplace=True,
+        xp=element_namespace,
+        **hyper,
+    )[2]
+
+
+# One module-level function per update: dynamo keeps its graphs (and its recompile limit) per
+# code object, so AdamP's and SGDP's graphs must not share one.
+_STEPS: dict[Callable[..., Any], Callable[..., Any]] = {
+    adamp_core.adamp_update: _adamp_step,
+    adamp_core.sgdp_update: _sgdp_step,
+}
 _CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def compiled(update: Callable[..., Any]) -> Callable[..., Any]:
     """``update`` (``adamp_core.adamp_update`` or ``sgdp_update``) compiled once per process."""
     if update not in _CACHE:
-
-        def step(
-            param: torch.Tensor,
-            grad: torch.Tensor,
-            state: Any,
-            nesterov: bool,
-            delta: float,
-            eps: float,
-            **hyper: torch.Tensor,
-        ) -> adamp_core.Projection:
-            _, _, proj = update(
-                param,
-                grad,
-                state,
-                nesterov=nesterov,
-                delta=delta,
-                eps=eps,
-                inplace=True,
-                xp=element_namespace,
-                **hyper,
-            )
-            return proj
-
-        compiled_step = torch.compile(step, dynamic=True)
+        compiled_step = torch.compile(_STEPS[update], dynamic=True)
 
         def quiet_step(*args: Any, **kwargs: Any) -> adamp_core.Projection:
             # Dynamo notes, while tracing, that array_api_compat's helpers are lru_cached;
             # they are pure functions of types, so tracing through the cache is exact.
             with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message=".*functools.lru_cache", category=UserWarning
-                )
+                warnings.filterwarnings("ignore", ".*functools.lru_cache", UserWarning)
                 return compiled_step(*args, **kwargs)
 
         _CACHE[update] = quiet_step
