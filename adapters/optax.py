@@ -50,14 +50,14 @@ class ScaleByAdamPState(NamedTuple):
     counts are all equal unless parameters join late, which a pytree cannot do)."""
 
     step: jax.Array  #: 0-d float array: steps taken (float64 if any leaf is, else float32)
-    exp_avg: optax.Updates  #: first moments, like the params
-    exp_avg_sq: optax.Updates  #: second moments, like the params
+    exp_avg: optax.Updates  #: first moments; weights of 3+ dimensions as ``(rows, fan)``
+    exp_avg_sq: optax.Updates  #: second moments, laid out as ``exp_avg``
 
 
 class ScaleBySGDPState(NamedTuple):
     """State of :func:`scale_by_sgdp`: per leaf, the (projected) momentum buffer."""
 
-    momentum: optax.Updates
+    momentum: optax.Updates  #: like the params; weights of 3+ dimensions as ``(rows, fan)``
 
 
 class WithProjectionState(NamedTuple):
@@ -93,7 +93,9 @@ def _decay_mask(mask: MaskOrFn, params: Any) -> Any:
 def _rows(x: jax.Array) -> jax.Array:
     """A weight as ``(rows, fan)`` (others unchanged): the projection sees the same rows, and
     XLA on CPU reduces and updates e.g. a ``(2048, 1024, 1, 1)`` 1x1-conv weight 5-8x faster
-    in this layout than in 4-D."""
+    in this layout than in 4-D. The moment buffers are kept in this layout too: reshaping them
+    back and forth every step made XLA copy them (measured 3.1x -> 2.1x ``optax.adamw`` on
+    ResNet-50 with donated buffers)."""
     return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
 
 
@@ -137,15 +139,18 @@ def scale_by_adamp(
     def init_fn(params: optax.Params) -> ScaleByAdamPState:
         wide = any(p.dtype == jnp.float64 for p in jax.tree.leaves(params))
         step = jnp.zeros([], step_dtype(jnp.float64 if wide else jnp.float32, jnp))
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return ScaleByAdamPState(step, zeros, jax.tree.map(jnp.zeros_like, params))
+
+        def zeros(p):
+            return jnp.zeros_like(_rows(p))
+
+        return ScaleByAdamPState(step, jax.tree.map(zeros, params), jax.tree.map(zeros, params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _need_params(params, "scale_by_adamp")
 
         def leaf(g, p, m, v, decays):
-            shape, (g, p, m, v) = p.shape, (_rows(a) for a in (g, p, m, v))
+            shape, (g, p) = p.shape, (_rows(a) for a in (g, p))
             new, s, _ = adamp_core.adamp_update(
                 p,
                 g,
@@ -160,9 +165,7 @@ def scale_by_adamp(
                 nesterov=nesterov,
                 xp=xp,
             )
-            return _descent(new, p).reshape(shape), s._replace(
-                exp_avg=s.exp_avg.reshape(shape), exp_avg_sq=s.exp_avg_sq.reshape(shape)
-            )
+            return _descent(new, p).reshape(shape), s
 
         out = jax.tree.map(
             leaf, updates, params, state.exp_avg, state.exp_avg_sq, _decay_mask(mask, params)
@@ -202,14 +205,14 @@ def scale_by_sgdp(
     )
 
     def init_fn(params: optax.Params) -> ScaleBySGDPState:
-        return ScaleBySGDPState(jax.tree.map(jnp.zeros_like, params))
+        return ScaleBySGDPState(jax.tree.map(lambda p: jnp.zeros_like(_rows(p)), params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _need_params(params, "scale_by_sgdp")
 
         def leaf(g, p, buf, decays):
-            shape, (g, p, buf) = p.shape, (_rows(a) for a in (g, p, buf))
+            shape, (g, p) = p.shape, (_rows(a) for a in (g, p))
             new, s, _ = adamp_core.sgdp_update(
                 p,
                 g,
@@ -224,7 +227,7 @@ def scale_by_sgdp(
                 wd_ratio=wd_ratio,
                 xp=xp,
             )
-            return _descent(new, p).reshape(shape), s.momentum.reshape(shape)
+            return _descent(new, p).reshape(shape), s.momentum
 
         out = jax.tree.map(leaf, updates, params, state.momentum, _decay_mask(mask, params))
         new_updates, buffers = _unzip(out, updates, 2)

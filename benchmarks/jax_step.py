@@ -19,9 +19,11 @@ from timing import Result, interleaved, print_results, summarize
 
 from adapters.optax import adamp, sgdp
 
+DONATE = True  # as a training step would: reuse the buffers (--no-donate to compare)
+
 
 def _stepper(opt, params):
-    @partial(jax.jit, donate_argnums=(0, 1))  # as a training step would: reuse the buffers
+    @partial(jax.jit, donate_argnums=(0, 1) if DONATE else ())
     def step(params, state, grads):
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state
@@ -76,7 +78,12 @@ def main() -> None:
     parser.add_argument(
         "--workload", choices=list(WORKLOADS), nargs="*", default=["resnet50", "vit_b16"]
     )
+    parser.add_argument(
+        "--no-donate", action="store_true", help="do not donate param/state buffers"
+    )
     args = parser.parse_args()
+    global DONATE
+    DONATE = not args.no_donate
     for w in args.workload:
         run(w, args.rounds)
 
