@@ -153,6 +153,23 @@ def _unprojected(param: Array, xp: Any) -> Projection:
     )
 
 
+def _shared_unprojected(fn: Any) -> Any:
+    """``fn`` that builds the constant, never-projected result once per dtype, device and
+    rank: in a list most arrays are biases and norm weights, and a fresh set of small
+    arrays for each costs more than their whole update. The results are only read."""
+    made: dict[Any, Projection] = {}
+
+    def one(param: Array, grad: Array, update: Array, *, xp: Any, **kwargs: Any) -> Projection:
+        if param.ndim >= 2 and math.prod(param.shape) > 0:
+            return fn(param, grad, update, xp=xp, **kwargs)
+        key = (param.dtype, small_array_device(param), param.ndim)
+        if key not in made:
+            made[key] = _unprojected(param, xp)
+        return made[key]
+
+    return one
+
+
 def projection(
     param: Array,
     grad: Array,
@@ -185,7 +202,15 @@ def projection(
     xp = namespace_of(param, grad, update) if xp is None else xp
     map_arrays = getattr(xp, "map_arrays", None)
     if map_arrays is not None:  # a namespace whose arrays are lists of arrays (torch foreach)
-        return map_arrays(projection, param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps)
+        return map_arrays(
+            _shared_unprojected(projection),
+            param,
+            grad,
+            update,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            eps=eps,
+        )
     if param.ndim < 2 or math.prod(param.shape) == 0:
         return _unprojected(param, xp)
     sums = row_sums(param, grad, update, xp=xp)
