@@ -15,6 +15,10 @@ from typing import Any
 
 __all__ = ["divide_into", "scale_add_", "scale_addcmul_", "sub_product_"]
 
+#: Every kernel name a namespace may supply: the four here, and ``adam_step_``, a fused
+#: form of :func:`adamp_core.updates.adam_step` (defined there, with the Adam math).
+REPLACEABLE = (*__all__, "adam_step_")
+
 Array = Any
 
 

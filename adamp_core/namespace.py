@@ -41,15 +41,15 @@ def with_overrides(xp: Any, **functions: Any) -> Any:
     kernel without copying any math. The replacement must follow the array-API
     signature of the function it replaces.
 
-    Besides the namespace's own functions, the in-place kernels of
-    :mod:`adamp_core.kernels` may be supplied (by their names there).
+    Besides the namespace's own functions, the kernels named in
+    :data:`adamp_core.kernels.REPLACEABLE` may be supplied.
 
     Returns:
       A namespace whose attributes are ``functions`` first, then ``xp``'s.
     """
     from . import kernels
 
-    unknown = [n for n in functions if not hasattr(xp, n) and n not in kernels.__all__]
+    unknown = [n for n in functions if not hasattr(xp, n) and n not in kernels.REPLACEABLE]
     if unknown:
         raise AttributeError(f"{getattr(xp, '__name__', xp)!r} has no function(s) {unknown}")
     return _Overridden(xp, functions)

@@ -14,7 +14,8 @@ The math, as ``adamp`` 0.3.0::
 
     AdamP: m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  t += 1
            u = m / (sqrt(v)/sqrt(1-b2**t) + eps)     (nesterov: b1*m + (1-b1)*g over the same)
-           w = w*(1 - lr*wd*r) - lr/(1-b1**t) * (u - coef*w)
+           d = lr/(1-b1**t) * u                       (Adam's step)
+           w = w*(1 - lr*wd*r) - (d - coef*w)
     SGDP:  buf = momentum*buf + (1-dampening)*g;  u = buf   (nesterov: g + momentum*buf)
            buf -= coef*w   (without nesterov the projected buffer is carried on)
            w = w*(1 - lr*wd*r/(1-momentum)) - lr * (u - coef*w)
@@ -34,6 +35,7 @@ from .state import AdamPState, SGDPState
 __all__ = [
     "adam_direction",
     "adam_moments",
+    "adam_step",
     "adamp_update",
     "apply_update",
     "sgd_direction",
@@ -92,6 +94,56 @@ def adam_direction(
     denom += eps
     numerator = beta1 * exp_avg + (1 - beta1) * grad if nesterov else exp_avg
     return divide_into(numerator, denom, xp=xp)
+
+
+def adam_step(
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    step: Array,
+    *,
+    lr: Scalar,
+    beta1: Scalar,
+    beta2: Scalar,
+    eps: Scalar,
+    nesterov: bool,
+    inplace: bool = False,
+    xp: Any,
+) -> tuple[Array, Array, Array]:
+    """Adam's moments and its step ``d = lr/(1-b1**t) * u`` (``u`` from :func:`adam_direction`).
+
+    ``step`` is the 0-d step count ``t`` after this step's increment. Returns
+    ``(exp_avg, exp_avg_sq, d)``; ``d`` is a new array, in float32 for
+    float16/bfloat16 moments.
+
+    A namespace may supply the whole of this as one kernel, ``adam_step_(grad,
+    exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps)``: it updates the moments
+    in place and returns ``d``, or ``None`` when it cannot handle these arrays
+    (then the definition here runs). It is used only with ``inplace``, without
+    ``nesterov`` and when the moments' dtype is their compute dtype. The PyTorch
+    adapter maps it to ``torch._fused_adam_``: one pass instead of six.
+    """
+    fused = getattr(xp, "adam_step_", None)
+    if (
+        fused is not None
+        and inplace
+        and not nesterov
+        and compute_dtype(exp_avg.dtype, xp) == exp_avg.dtype
+    ):
+        d = fused(grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+        if d is not None:
+            return exp_avg, exp_avg_sq, d
+    bias_correction1 = 1 - beta1**step
+    sqrt_bc2 = xp.sqrt(1 - beta2**step)
+    exp_avg, exp_avg_sq = adam_moments(
+        grad, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
+    )
+    d = adam_direction(
+        grad, exp_avg, exp_avg_sq, sqrt_bc2, beta1=beta1, eps=eps, nesterov=nesterov, xp=xp
+    )
+    step_size = lr / _as(bias_correction1, compute_dtype(exp_avg.dtype, xp), xp)
+    d *= _as(step_size, d.dtype, xp) if not isinstance(step_size, (int, float)) else step_size
+    return exp_avg, exp_avg_sq, d
 
 
 def sgd_momentum(
@@ -185,21 +237,22 @@ def adamp_update(
         step += 1
     else:
         step = xp.asarray(state.step + 1)  # NumPy would return a scalar, not a 0-d array
-    bias_correction1 = 1 - beta1**step
-    sqrt_bc2 = xp.sqrt(1 - beta2**step)
-    exp_avg, exp_avg_sq = adam_moments(
-        grad, state.exp_avg, state.exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
+    exp_avg, exp_avg_sq, d = adam_step(
+        grad,
+        state.exp_avg,
+        state.exp_avg_sq,
+        step,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        nesterov=nesterov,
+        inplace=inplace,
+        xp=xp,
     )
-    update = adam_direction(
-        grad, exp_avg, exp_avg_sq, sqrt_bc2, beta1=beta1, eps=eps, nesterov=nesterov, xp=xp
-    )
-    proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
-    scalar_dtype = compute_dtype(param.dtype, xp)
+    proj = projection(param, grad, d, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     decay = 1 - lr * weight_decay * proj.ratio
-    step_size = lr / _as(bias_correction1, scalar_dtype, xp)
-    param = apply_update(
-        param, update, proj.coef, decay=decay, step_size=step_size, inplace=inplace, xp=xp
-    )
+    param = apply_update(param, d, proj.coef, decay=decay, step_size=1, inplace=inplace, xp=xp)
     return param, AdamPState(step, exp_avg, exp_avg_sq), proj
 
 

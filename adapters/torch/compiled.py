@@ -20,9 +20,11 @@ import torch
 import adamp_core
 from adamp_core.state import step_dtype
 
-from .foreach import element_namespace
+from .kernels import element_namespace
 
 __all__ = ["as_tensors", "can_view", "compiled", "flat_view"]
+
+_ELEMENTS = element_namespace()
 
 
 def _adamp_step(
@@ -42,7 +44,7 @@ def _adamp_step(
         delta=delta,
         eps=eps,
         inplace=True,
-        xp=element_namespace,
+        xp=_ELEMENTS,
         **hyper,
     )[2]
 
@@ -64,7 +66,7 @@ def _sgdp_step(
         delta=delta,
         eps=eps,
         inplace=True,
-        xp=element_namespace,
+        xp=_ELEMENTS,
         **hyper,
     )[2]
 

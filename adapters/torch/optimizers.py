@@ -18,12 +18,10 @@ import adamp_core
 from adamp_core.state import step_dtype
 
 from .compiled import as_tensors, can_view, compiled, flat_view
-from .foreach import TensorList, element_namespace, namespace
+from .foreach import TensorList, namespace
+from .kernels import SMALL, Workspace, element_namespace
 
 __all__ = ["SGDP", "AdamP", "ProjectionInfo"]
-
-#: Tensors of at most this many elements are updated together with foreach kernels.
-_SMALL = 2**15
 
 _BRANCH_NAMES = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
 
@@ -51,11 +49,13 @@ class _ProjectedOptimizer(Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._projections: dict[torch.Tensor, adamp_core.Projection] = {}
+        self._elements = element_namespace(Workspace())
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._projections = {}
+        self._elements = element_namespace(Workspace())
         for group in self.param_groups:  # checkpoints of the official optimizer lack these
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
@@ -124,10 +124,10 @@ class _ProjectedOptimizer(Optimizer):
             # Small tensors (biases, norm weights: most of a ResNet's tensors, little of its
             # memory) go through the foreach kernels together; large ones one by one, where
             # per-tensor temporaries stay small, or through the compiled core.
-            small = [i for i, p in enumerate(params) if p.numel() <= _SMALL]
+            small = [i for i, p in enumerate(params) if p.numel() <= SMALL]
             if small:
                 self._foreach_step([params[i] for i in small], [grads[i] for i in small], kwargs)
-            large = [i for i, p in enumerate(params) if p.numel() > _SMALL]
+            large = [i for i, p in enumerate(params) if p.numel() > SMALL]
             params, grads = [params[i] for i in large], [grads[i] for i in large]
             if group["compile"]:
                 self._compiled_step(params, grads, kwargs)
@@ -138,7 +138,7 @@ class _ProjectedOptimizer(Optimizer):
 
     def _single_step(self, p: torch.Tensor, g: torch.Tensor, kwargs: dict[str, Any]) -> None:
         state = self._core_state([self.state[p]], lambda ts: ts[0])
-        _, _, proj = self._update(p, g, state, inplace=True, xp=element_namespace, **kwargs)
+        _, _, proj = self._update(p, g, state, inplace=True, xp=self._elements, **kwargs)
         self._projections[p] = proj
 
     def _compiled_step(
