@@ -1,0 +1,157 @@
+"""The torch forms of the core's replaceable kernels compute what the core's definitions do.
+
+Each kernel named in ``adamp_core.kernels.REPLACEABLE`` (and ``vecdot``) runs twice on the
+same inputs: with array_api_compat's plain torch namespace, which has none of them, so the
+core's own array-API definition runs; and with the adapter's per-tensor namespace (with and
+without a workspace) or its foreach namespace, which replace them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import array_api_compat.torch as plain  # noqa: E402
+
+from adamp_core import kernels  # noqa: E402
+from adamp_core.updates import adam_step  # noqa: E402
+from adapters.torch.foreach import TensorList, namespace  # noqa: E402
+from adapters.torch.kernels import SMALL, Workspace, element_namespace  # noqa: E402
+
+
+def close(got, expected):
+    """float64 equality up to the order of rounding: 1e-13 relative, and, where a result
+    cancels to near zero (``y - a*b``, with or without a fused multiply-add), 1e-14 of
+    the largest value. A wrong coefficient or operand is off by far more."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-14 * scale)
+
+
+SHAPES = [(5, 3), (300, 200)]  # small, and large enough (> SMALL) to use the workspace
+assert 300 * 200 > SMALL
+
+NAMESPACES = {
+    "element": lambda: element_namespace(),
+    "element+workspace": lambda: element_namespace(Workspace()),
+}
+
+
+def _tensors(shape, n, seed=0, positive=False):
+    g = torch.Generator().manual_seed(seed)
+    out = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(n)]
+    return [t.abs() + 0.1 for t in out] if positive else out
+
+
+def _scalars(kind):
+    if kind == "float":
+        return 0.9, 0.1
+    return torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+
+
+CALLS = {
+    "scale_add_": lambda y, x1, x2, a, b, xp: kernels.scale_add_(y, a, x1, b, xp=xp),
+    "scale_addcmul_": lambda y, x1, x2, a, b, xp: kernels.scale_addcmul_(y, a, x1, x2, b, xp=xp),
+    "sub_product_": lambda y, x1, x2, a, b, xp: kernels.sub_product_(y, a, x1, xp=xp),
+    "divide_into": lambda y, x1, x2, a, b, xp: kernels.divide_into(x1, y, xp=xp),
+}
+
+
+def test_every_replaceable_kernel_is_checked_here():
+    assert set(kernels.REPLACEABLE) == {*CALLS, "adam_step_"}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("scalars", ["float", "tensor"])
+@pytest.mark.parametrize("ns", sorted(NAMESPACES))
+def test_element_kernels_match_the_core(name, shape, scalars, ns):
+    a, b = _scalars(scalars)
+    y, x1, x2 = _tensors(shape, 3, positive=True)
+    expected = CALLS[name](y.clone(), x1, x2, a, b, plain)
+    assert not hasattr(plain, name)  # so the core's own definition ran
+    got = CALLS[name](y.clone(), x1, x2, a, b, NAMESPACES[ns]())
+    close(got, expected)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("scalars", ["float", "tensor"])
+def test_foreach_kernels_match_the_core(name, scalars):
+    a, b = _scalars(scalars)
+    shapes = [(5, 3), (7,), (300, 200)]
+    lists = [_tensors(s, 3, seed=i, positive=True) for i, s in enumerate(shapes)]
+    expected = [CALLS[name](y.clone(), x1, x2, a, b, plain) for y, x1, x2 in lists]
+    ys, x1s, x2s = (TensorList([t[k].clone() for t in lists]) for k in range(3))
+    got = CALLS[name](ys, x1s, x2s, a, b, namespace)
+    for g, e in zip(got.tensors, expected, strict=True):
+        close(g, e)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ns", sorted(NAMESPACES))
+def test_vecdot_matches_the_core(shape, ns):
+    xp = NAMESPACES[ns]()
+    w, g, u = _tensors(shape, 3)
+    for x1, x2 in [(w, g), (w, u), (w, w), (g, u)]:  # the workspace is reused across calls
+        close(xp.vecdot(x1, x2), plain.vecdot(x1, x2))
+
+
+def _adam_inputs(shape, seed):
+    grad, exp_avg, exp_avg_sq = _tensors(shape, 3, seed=seed)
+    return grad, exp_avg, exp_avg_sq.abs(), torch.tensor(3.0, dtype=torch.float64)
+
+
+HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ns", sorted(NAMESPACES))
+@pytest.mark.parametrize("lr", ["float", "tensor"])
+def test_fused_adam_step_matches_the_core(shape, ns, lr):
+    hyper = {**HYPER, "lr": torch.tensor(1e-3, dtype=torch.float64)} if lr == "tensor" else HYPER
+    grad, m, v, step = _adam_inputs(shape, 0)
+    m_ref, v_ref = m.clone(), v.clone()
+    expected = adam_step(grad, m_ref, v_ref, step, nesterov=False, inplace=True, xp=plain, **hyper)
+    xp = NAMESPACES[ns]()
+    assert xp.adam_step_(grad, m.clone(), v.clone(), step, **hyper) is not None  # fused ran
+    got = adam_step(grad, m, v, step, nesterov=False, inplace=True, xp=xp, **hyper)
+    for g, e in zip(got, expected, strict=True):
+        close(g, e)
+    assert step.item() == 3.0  # the kernel reads the step count, never changes it
+
+
+def test_fused_adam_step_over_lists_matches_the_core():
+    shapes = [(5, 3), (7,), (300, 200)]
+    inputs = [_adam_inputs(s, i) for i, s in enumerate(shapes)]
+    expected = [
+        adam_step(g, m.clone(), v.clone(), t, nesterov=False, inplace=True, xp=plain, **HYPER)
+        for g, m, v, t in inputs
+    ]
+    lists = [TensorList([x[k] for x in inputs]) for k in range(4)]
+    got = adam_step(*lists, nesterov=False, inplace=True, xp=namespace, **HYPER)
+    for field, want in zip(got, zip(*expected, strict=True), strict=True):
+        for g, e in zip(field.tensors, want, strict=True):
+            close(g, e)
+
+
+def test_fused_adam_step_declines_what_it_cannot_do():
+    xp = element_namespace(Workspace())
+    grad, m, v, step = _adam_inputs((4, 3), 0)
+    traced = {**HYPER, "beta1": torch.tensor(0.9, dtype=torch.float64)}
+    assert xp.adam_step_(grad, m, v, step, **traced) is None  # as in the compiled path
+    strided = torch.randn(3, 4, dtype=torch.float64).t()  # same shape, another layout
+    assert xp.adam_step_(strided, m, v, step, **HYPER) is None
+    before = (m.clone(), v.clone())
+    torch.testing.assert_close((m, v), before)  # declining changes nothing
+
+
+def test_workspace_lends_memory_only_for_large_plain_cpu_tensors():
+    ws = Workspace()
+    big = torch.zeros(300, 200)
+    first = ws.take("product", big)
+    assert first is not None and first.shape == big.shape and first.dtype == big.dtype
+    again = ws.take("product", torch.zeros(200, 300))
+    assert again.data_ptr() == first.data_ptr()  # reused, not reallocated
+    assert ws.take("direction", big).data_ptr() != first.data_ptr()  # one buffer per use
+    assert ws.take("product", torch.zeros(5, 3)) is None
+    assert ws.take("product", torch.zeros(200, 300).t()) is None  # not contiguous
