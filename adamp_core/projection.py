@@ -162,7 +162,7 @@ def _shared_unprojected(fn: Any) -> Any:
     def one(param: Array, grad: Array, update: Array, *, xp: Any, **kwargs: Any) -> Projection:
         if param.ndim >= 2 and math.prod(param.shape) > 0:
             return fn(param, grad, update, xp=xp, **kwargs)
-        key = (param.dtype, small_array_device(param), param.ndim)
+        key = (param.dtype, getattr(param, "device", None), param.ndim)  # standard attribute
         if key not in made:
             made[key] = _unprojected(param, xp)
         return made[key]

@@ -46,6 +46,8 @@ def _tensors(shape, n, seed=0, positive=False):
 def _scalars(kind):
     if kind == "float":
         return 0.9, 0.1
+    if kind == "unit":  # SGD's undamped momentum: buf = 0.9 * buf + g
+        return 0.9, 1.0
     return torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
 
 
@@ -63,7 +65,7 @@ def test_every_replaceable_kernel_is_checked_here():
 
 @pytest.mark.parametrize("name", sorted(CALLS))
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("scalars", ["float", "tensor"])
+@pytest.mark.parametrize("scalars", ["float", "unit", "tensor"])
 @pytest.mark.parametrize("ns", sorted(NAMESPACES))
 def test_element_kernels_match_the_core(name, shape, scalars, ns):
     a, b = _scalars(scalars)
@@ -75,7 +77,7 @@ def test_element_kernels_match_the_core(name, shape, scalars, ns):
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
-@pytest.mark.parametrize("scalars", ["float", "tensor"])
+@pytest.mark.parametrize("scalars", ["float", "unit", "tensor"])
 def test_foreach_kernels_match_the_core(name, scalars):
     a, b = _scalars(scalars)
     shapes = [(5, 3), (7,), (300, 200)]

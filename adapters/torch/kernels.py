@@ -79,6 +79,8 @@ def _vecdot(
 
 
 def _scale_add_(y: torch.Tensor, beta: Any, x: torch.Tensor, alpha: Any) -> torch.Tensor:
+    if isinstance(alpha, (int, float)) and alpha == 1 and isinstance(beta, (int, float)):
+        return torch.add(x, y, alpha=beta, out=y)  # x + beta*y: one pass (SGD's momentum)
     y.mul_(beta)
     if isinstance(alpha, torch.Tensor):  # a traced hyperparameter: no .item()
         return y.addcmul_(x, alpha)
