@@ -80,12 +80,14 @@ def adam_direction(
     eps: Scalar,
     nesterov: bool,
     xp: Any,
+    scale: Scalar | None = None,
 ) -> Array:
     """Adam's update direction ``m / (sqrt(v)/sqrt(bc2) + eps)``, a new array.
 
     ``sqrt_bc2`` is ``sqrt(1 - beta2**t)`` as a 0-d array; with ``nesterov`` the
-    numerator is ``b1*m + (1-b1)*g``. For float16/bfloat16 inputs the direction is
-    computed and returned in float32, where ``eps`` does not underflow to 0.
+    numerator is ``b1*m + (1-b1)*g``; ``scale`` (a float or 0-d array) multiplies
+    the numerator. For float16/bfloat16 inputs the direction is computed and
+    returned in float32, where ``eps`` does not underflow to 0.
     """
     dtype = compute_dtype(exp_avg.dtype, xp)
     grad, exp_avg, exp_avg_sq = (_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq))
@@ -93,6 +95,10 @@ def adam_direction(
     denom /= _as(sqrt_bc2, denom.dtype, xp)
     denom += eps
     numerator = beta1 * exp_avg + (1 - beta1) * grad if nesterov else exp_avg
+    if scale is not None:
+        numerator = numerator * (
+            scale if isinstance(scale, (int, float)) else _as(scale, dtype, xp)
+        )
     return divide_into(numerator, denom, xp=xp)
 
 
@@ -138,11 +144,20 @@ def adam_step(
     exp_avg, exp_avg_sq = adam_moments(
         grad, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
     )
-    d = adam_direction(
-        grad, exp_avg, exp_avg_sq, sqrt_bc2, beta1=beta1, eps=eps, nesterov=nesterov, xp=xp
-    )
+    # The step size scales the numerator: in one expression with the division, XLA
+    # computes the step in one fused loop instead of materializing it twice.
     step_size = lr / _as(bias_correction1, compute_dtype(exp_avg.dtype, xp), xp)
-    d *= _as(step_size, d.dtype, xp) if not isinstance(step_size, (int, float)) else step_size
+    d = adam_direction(
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        sqrt_bc2,
+        beta1=beta1,
+        eps=eps,
+        nesterov=nesterov,
+        xp=xp,
+        scale=step_size,
+    )
     return exp_avg, exp_avg_sq, d
 
 
