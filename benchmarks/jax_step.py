@@ -2,22 +2,33 @@
 interleaved with optax.adamw / optax.sgd(momentum=0.9) in the same process.
 
     python benchmarks/jax_step.py [--rounds 20] [--workload resnet50 vit_b16]
+                                  [--no-donate] [--memory-scheduler]
+
+--memory-scheduler sets XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
+(before JAX is imported): XLA CPU's default scheduler interleaves the leaves stage by stage,
+which keeps every leaf's temporaries alive at once (see docs/optax.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from functools import partial
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from shapes import WORKLOADS, count
-from timing import Result, interleaved, print_results, summarize
+SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "--memory-scheduler" in sys.argv:  # must precede the first import of jax
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SCHEDULER_FLAG}".strip()
 
-from adapters.optax import adamp, sgdp
+import jax  # noqa: E402  (after XLA_FLAGS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from shapes import WORKLOADS, count  # noqa: E402
+from timing import Result, interleaved, print_results, summarize  # noqa: E402
+
+from adapters.optax import adamp, sgdp  # noqa: E402
 
 DONATE = True  # as a training step would: reuse the buffers (--no-donate to compare)
 
@@ -64,9 +75,11 @@ def run(workload: str, rounds: int) -> list[Result]:
         return "optax.sgd momentum" if "sg" in name else "optax.adamw"
 
     results = summarize(samples, reference, first)
+    flags = os.environ.get("XLA_FLAGS", "")
     print_results(
         f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
-        f"JAX {jax.__version__} CPU, median of {rounds} interleaved steps",
+        f"JAX {jax.__version__} CPU, {'donated' if DONATE else 'no donation'}, "
+        f"XLA_FLAGS={flags or '(none)'}, median of {rounds} interleaved steps",
         results,
     )
     return results
@@ -80,6 +93,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--no-donate", action="store_true", help="do not donate param/state buffers"
+    )
+    parser.add_argument(
+        "--memory-scheduler",
+        action="store_true",
+        help=f"run with XLA_FLAGS={SCHEDULER_FLAG} (XLA CPU's memory-minimizing scheduler)",
     )
     args = parser.parse_args()
     global DONATE
