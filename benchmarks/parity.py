@@ -58,6 +58,7 @@ def main() -> None:
             tt.train(m1, ours(m1.parameters(), **options, **extra), 30)
             tt.train(m2, theirs(m2.parameters(), **options), 30)
             for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+                a, b = a.detach(), b.detach()
                 worst = max(worst, float((a - b).abs().max() / b.abs().max()))
     rows.append(
         (
