@@ -26,13 +26,18 @@ def _kernel(xp: Any, name: str) -> Any:
     return getattr(xp, name, None)
 
 
+def times(a: Any, x: Array) -> Array:
+    """``a * x``, or ``x`` itself when ``a`` is the Python number 1 (no pass over ``x``)."""
+    return x if isinstance(a, (int, float)) and a == 1 else a * x
+
+
 def scale_add_(y: Array, beta: Any, x: Array, alpha: Any, *, xp: Any) -> Array:
     """``y = y * beta + alpha * x`` in place; returns ``y``."""
     fused = _kernel(xp, "scale_add_")
     if fused is not None:
         return fused(y, beta, x, alpha)
     y *= beta
-    y += alpha * x if not (isinstance(alpha, (int, float)) and alpha == 1) else x
+    y += times(alpha, x)
     return y
 
 
@@ -51,7 +56,7 @@ def sub_product_(y: Array, a: Any, b: Array, *, xp: Any) -> Array:
     fused = _kernel(xp, "sub_product_")
     if fused is not None:
         return fused(y, a, b)
-    y -= a * b
+    y -= times(a, b)
     return y
 
 

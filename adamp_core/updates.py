@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_
+from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_, times
 from .namespace import compute_dtype, namespace_of
 from .projection import Projection, project, projection
 from .state import AdamPState, SGDPState
@@ -174,8 +174,7 @@ def sgd_momentum(
     if inplace:
         xp = namespace_of(grad) if xp is None else xp
         return scale_add_(buf, momentum, grad, 1 - dampening, xp=xp)
-    undamped = isinstance(dampening, (int, float)) and dampening == 0  # skip a 1.0 * grad pass
-    return buf * momentum + (grad if undamped else (1 - dampening) * grad)
+    return buf * momentum + times(1 - dampening, grad)  # undamped: no 1.0 * grad pass
 
 
 def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) -> Array:
@@ -199,9 +198,9 @@ def apply_update(
     ``coef`` is :attr:`Projection.coef` (``None`` when ``update`` is already
     projected); ``decay`` and ``step_size`` are 0-d arrays or Python floats.
     """
-    factor = decay if coef is None else decay + step_size * coef
+    factor = decay if coef is None else decay + times(step_size, coef)
     if update.dtype != param.dtype:  # a float32 direction for a float16/bfloat16 weight
-        new = _as(_as(param, update.dtype, xp) * factor - step_size * update, param.dtype, xp)
+        new = _as(_as(param, update.dtype, xp) * factor - times(step_size, update), param.dtype, xp)
         if inplace:
             param[...] = new
             return param
@@ -213,7 +212,7 @@ def apply_update(
     if inplace:
         param *= factor
         return sub_product_(param, step_size, update, xp=xp)
-    return param * factor - step_size * update
+    return param * factor - times(step_size, update)
 
 
 def adamp_update(
