@@ -149,12 +149,12 @@ def scale_by_adamp(
         del extra_args
         _need_params(params, "scale_by_adamp")
 
-        def leaf(g, p, m, v, decays):
+        def leaf(step, g, p, m, v, decays):
             shape, (g, p) = p.shape, (_rows(a) for a in (g, p))
-            new, s, _ = adamp_core.adamp_update(
+            new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(state.step, m, v),
+                adamp_core.AdamPState(step, m, v),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,
@@ -165,10 +165,11 @@ def scale_by_adamp(
                 nesterov=nesterov,
                 xp=xp,
             )
-            return _descent(new, p).reshape(shape), s
+            return _descent(new, p).reshape(shape), s, _anchor(p, proj)
 
-        out = jax.tree.map(
-            leaf, updates, params, state.exp_avg, state.exp_avg_sq, _decay_mask(mask, params)
+        out = _map_in_order(
+            leaf, state.step, updates, params, state.exp_avg, state.exp_avg_sq,
+            _decay_mask(mask, params),
         )
         new_updates, states = _unzip(out, updates, 2)
         _, exp_avg, exp_avg_sq = _unzip(states, updates, 3)
@@ -357,6 +358,44 @@ def with_projection(
         return jax.tree.map(leaf, inner_updates, updates, params), WithProjectionState(inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _anchor(param: jax.Array, proj: adamp_core.Projection) -> jax.Array | None:
+    """What the next leaf waits for: the projection coefficients of a projected weight."""
+    return proj.coef if param.ndim >= 2 and param.size else None
+
+
+def _after(count: jax.Array, done: jax.Array) -> jax.Array:
+    """The step count ``count`` (a 0-d array, >= 0) unchanged, but computed only once
+    ``done`` is: ``max(count, -1 - isnan(done[0]))``, a data dependency XLA cannot fold away
+    (``count + 0 * x`` it does) that costs one scalar op."""
+    if done.size == 0:
+        return count
+    flag = jnp.isnan(done.reshape(-1)[0]).astype(count.dtype)
+    return jnp.maximum(count, -1 - flag)
+
+
+def _map_in_order(fn: Callable[..., tuple], count: jax.Array, tree: Any, *rest: Any) -> Any:
+    """``jax.tree.map(partial(fn, c), tree, *rest)`` for ``fn`` returning ``(*outputs, anchor)``,
+    where each leaf's step count ``c`` waits for the previous projected leaf's ``anchor`` (its
+    projection coefficients), so that XLA updates one weight after another.
+
+    Left alone, XLA's CPU scheduler runs the leaves stage by stage: every weight's Adam step
+    is then alive at once (ViT-B/16 shapes: 347 MB of temporaries instead of 11 MB) and each
+    weight leaves the cache between its passes. The anchor is the previous weight's, not the
+    running chain's: a chain of scalar ops that XLA would fuse, whole, into every leaf's
+    kernels (ten times the compile time). Leaves without projection (``anchor`` None) wait
+    for the weight before them and pass its anchor on.
+    """
+    structure = jax.tree.structure(tree)
+    columns = [structure.flatten_up_to(t) for t in (tree, *rest)]
+    out, c = [], count
+    for args in zip(*columns):
+        *result, anchor = fn(c, *args)
+        out.append(tuple(result))
+        if anchor is not None:
+            c = _after(count, anchor)
+    return structure.unflatten(out)
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:
