@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -160,6 +161,41 @@ def test_state_is_arrays_and_jit_traces_once():
         params, state = step(params, state, grads)
     assert len(traces) == 1
     assert float(state[0].step) == 5.0
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+def test_weights_are_updated_one_after_another(kind):
+    """XLA's CPU scheduler, left alone, runs the leaves stage by stage and keeps a
+    weight-sized temporary of every weight alive at once; the adapter orders them."""
+    weight = (256, 1024)  # 1 MiB in float32
+    params = {f"w{i}": jnp.zeros(weight, jnp.float32) for i in range(6)}
+    params |= {f"b{i}": jnp.zeros(weight[:1], jnp.float32) for i in range(6)}
+    opt = adamp(1e-3, weight_decay=1e-2) if kind == "adamp" else sgdp(0.1, momentum=0.9)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, state, grads):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    compiled = step.lower(params, opt.init(params), params).compile()
+    temporaries = compiled.memory_analysis().temp_size_in_bytes
+    assert temporaries < 2 * 2**20  # at most one weight's worth, not six
+
+
+def test_a_nan_stays_in_its_leaf():
+    """The ordering is a data dependency on the previous weight's coefficients; it must
+    not carry a NaN (or any value) from one leaf to the next."""
+    rng = np.random.default_rng(0)
+    params = {k: jnp.asarray(rng.standard_normal((4, 6))) for k in "abc"}
+    grads = {k: jnp.asarray(rng.standard_normal((4, 6))) for k in "abc"}
+    bad = grads | {"a": grads["a"].at[0, 0].set(jnp.nan)}
+    for opt in (adamp(1e-2, weight_decay=0.1), sgdp(0.1, momentum=0.9, weight_decay=0.1)):
+        state = opt.init(params)
+        clean, _ = jax.jit(opt.update)(grads, state, params)
+        dirty, _ = jax.jit(opt.update)(bad, state, params)
+        assert np.isnan(np.asarray(dirty["a"])).any()
+        for k in "bc":
+            np.testing.assert_array_equal(np.asarray(dirty[k]), np.asarray(clean[k]))
 
 
 def test_inject_hyperparams_chain_multisteps_apply_if_finite_masked():
