@@ -5,8 +5,9 @@ interleaved with optax.adamw / optax.sgd(momentum=0.9) in the same process.
                                   [--no-donate] [--memory-scheduler]
 
 --memory-scheduler sets XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
-(before JAX is imported): XLA CPU's default scheduler interleaves the leaves stage by stage,
-which keeps every leaf's temporaries alive at once (see docs/optax.md).
+(before JAX is imported), XLA CPU's memory-minimizing scheduler. The adapter orders the
+weights itself, and with that order the default scheduler is the faster one; the flag is kept
+to compare (see docs/optax.md).
 """
 
 from __future__ import annotations
