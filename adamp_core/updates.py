@@ -25,6 +25,7 @@ where ``coef`` and ``r`` come from :func:`~adamp_core.projection.projection`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_, times
@@ -215,6 +216,38 @@ def apply_update(
     return param * factor - times(step_size, update)
 
 
+class _View:
+    """A parameter-shaped array as its state's ``(rows, fan)`` layout, and back (reshapes
+    only; the identity when the state has the parameter's shape)."""
+
+    def __init__(self, shape: tuple, state_shape: tuple, xp: Any):
+        self.shape, self.state_shape, self.xp = shape, state_shape, xp
+        self.same = shape == state_shape
+
+    def __call__(self, x: Array) -> Array:
+        return x if self.same else self.xp.reshape(x, self.state_shape)
+
+    def back(self, x: Any) -> Any:
+        if self.same:
+            return x
+        if isinstance(x, Projection):
+            coef = self.xp.reshape(x.coef, (self.shape[0],) + (1,) * (len(self.shape) - 1))
+            return x._replace(coef=coef)
+        return self.xp.reshape(x, self.shape)
+
+
+def _state_view(param: Array, state_array: Array, xp: Any) -> _View:
+    """The state's layout: the parameter's shape, or ``(rows, fan)`` for a weight of 3 or
+    more dimensions (the Optax adapter's, where XLA on CPU reduces and updates faster)."""
+    shape, state_shape = tuple(param.shape), tuple(state_array.shape)
+    if state_shape != shape and (len(shape) < 3 or state_shape != (shape[0], math.prod(shape[1:]))):
+        raise ValueError(
+            f"state of shape {state_shape} for a parameter of shape {shape}: expected the "
+            "parameter's shape or its (rows, fan) view"
+        )
+    return _View(shape, state_shape, xp)
+
+
 def adamp_update(
     param: Array,
     grad: Array,
@@ -235,7 +268,13 @@ def adamp_update(
 
     Args:
       param, grad: arrays of one shape, dtype and device (real floating).
-      state: the parameter's :class:`~adamp_core.state.AdamPState`.
+      state: the parameter's :class:`~adamp_core.state.AdamPState`. Its moments
+        have the parameter's shape or, for a weight of 3+ dimensions, its
+        ``(rows, fan)`` view ``(shape[0], prod(shape[1:]))``: the state math and
+        the projection then run in that layout and only the final update in the
+        parameter's (the Optax adapter's layout: XLA on CPU reduces 2-D rows
+        faster, and updates a donated weight in place only when the last pass
+        reads it in its own shape).
       lr, beta1, beta2, eps, weight_decay, delta, wd_ratio: floats or 0-d arrays.
       nesterov: Python bool.
       inplace: write ``param`` and ``state`` in place (they must be writable).
@@ -243,16 +282,20 @@ def adamp_update(
 
     Returns:
       ``(new_param, new_state, projection)``; with ``inplace`` the first two are
-      the input arrays, updated.
+      the input arrays, updated. ``projection.coef`` has ``param.ndim`` dimensions.
+
+    Raises:
+      ValueError: moments of another shape than these two.
     """
     xp = namespace_of(param, grad) if xp is None else xp
+    view = _state_view(param, state.exp_avg, xp)
     if inplace:
         step = state.step
         step += 1
     else:
         step = xp.asarray(state.step + 1)  # NumPy would return a scalar, not a 0-d array
     exp_avg, exp_avg_sq, d = adam_step(
-        grad,
+        view(grad),
         state.exp_avg,
         state.exp_avg_sq,
         step,
@@ -264,8 +307,11 @@ def adamp_update(
         inplace=inplace,
         xp=xp,
     )
-    proj = projection(param, grad, d, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    proj = view.back(
+        projection(view(param), view(grad), d, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    )
     decay = 1 - lr * weight_decay * proj.ratio
+    d = view.back(d)
     param = apply_update(param, d, proj.coef, decay=decay, step_size=1, inplace=inplace, xp=xp)
     return param, AdamPState(step, exp_avg, exp_avg_sq), proj
 
@@ -286,24 +332,28 @@ def sgdp_update(
     inplace: bool = False,
     xp: Any = None,
 ) -> tuple[Array, SGDPState, Projection]:
-    """One SGDP step of one parameter; arguments as :func:`adamp_update`.
+    """One SGDP step of one parameter; arguments as :func:`adamp_update` (the momentum
+    buffer may also be the ``(rows, fan)`` view of a weight of 3+ dimensions).
 
     Without ``nesterov`` the momentum buffer itself is projected and carried to
     the next step, as in ``adamp`` 0.3.0.
     """
     xp = namespace_of(param, grad) if xp is None else xp
+    view = _state_view(param, state.momentum, xp)
+    w, g = view(param), view(grad)
     buf = sgd_momentum(
-        grad, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace, xp=xp
+        g, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace, xp=xp
     )
-    update = sgd_direction(grad, buf, momentum=momentum, nesterov=nesterov)
-    proj = projection(param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    update = sgd_direction(g, buf, momentum=momentum, nesterov=nesterov)
+    proj = projection(w, g, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     decay = 1 - lr * weight_decay * proj.ratio / (1 - momentum)
-    coef = proj.coef
+    coef = view.back(proj).coef
     if not nesterov:  # the buffer is the update: project it and carry it on
         if inplace:
-            sub_product_(buf, _as(coef, buf.dtype, xp), param, xp=xp)
+            sub_product_(buf, _as(proj.coef, buf.dtype, xp), w, xp=xp)
         else:
-            buf = project(buf, param, proj, xp=xp)
+            buf = project(buf, w, proj, xp=xp)
         update, coef = buf, None
+    update = view.back(update)
     param = apply_update(param, update, coef, decay=decay, step_size=lr, inplace=inplace, xp=xp)
-    return param, SGDPState(buf), proj
+    return param, SGDPState(buf), view.back(proj)

@@ -92,11 +92,12 @@ def _decay_mask(mask: MaskOrFn, params: Any) -> Any:
 
 
 def _rows(x: jax.Array) -> jax.Array:
-    """A weight as ``(rows, fan)`` (others unchanged): the projection sees the same rows, and
-    XLA on CPU reduces and updates e.g. a ``(2048, 1024, 1, 1)`` 1x1-conv weight 5-8x faster
-    in this layout than in 4-D. The moment buffers are kept in this layout too: reshaping them
-    back and forth every step made XLA copy them (measured 3.1x -> 2.1x ``optax.adamw`` on
-    ResNet-50 with donated buffers)."""
+    """A weight as ``(rows, fan)`` (others unchanged), the layout of the state: XLA on CPU
+    reduces and updates e.g. a ``(2048, 1024, 1, 1)`` 1x1-conv weight 5-8x faster in it than
+    in 4-D, and reshaping the moments back and forth every step made XLA copy them. The core
+    accepts the state in this layout and applies the final update in the weight's own shape,
+    which lets XLA update a donated weight in place (in ``(rows, fan)`` it copied every conv
+    weight once per step: ResNet-50 SGDP 4.0x -> 2.2x ``optax.sgd``)."""
     return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
 
 
@@ -151,7 +152,6 @@ def scale_by_adamp(
         _need_params(params, "scale_by_adamp")
 
         def leaf(wait, g, p, m, v, decays):
-            shape, (g, p) = p.shape, (_rows(a) for a in (g, p))
             new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
@@ -166,10 +166,14 @@ def scale_by_adamp(
                 nesterov=nesterov,
                 xp=xp,
             )
-            return _descent(new, p).reshape(shape), s, _anchor(p, proj)
+            return _descent(new, p), s, _anchor(p, proj)
 
         out = _map_in_order(
-            leaf, updates, params, state.exp_avg, state.exp_avg_sq,
+            leaf,
+            updates,
+            params,
+            state.exp_avg,
+            state.exp_avg_sq,
             _decay_mask(mask, params),
         )
         new_updates, states = _unzip(out, updates, 2)
@@ -214,7 +218,6 @@ def scale_by_sgdp(
         _need_params(params, "scale_by_sgdp")
 
         def leaf(wait, g, p, buf, decays):
-            shape, (g, p) = p.shape, (_rows(a) for a in (g, p))
             new, s, proj = adamp_core.sgdp_update(
                 p,
                 g,
@@ -229,7 +232,7 @@ def scale_by_sgdp(
                 wd_ratio=wd_ratio,
                 xp=xp,
             )
-            return _descent(new, p).reshape(shape), s.momentum, _anchor(p, proj)
+            return _descent(new, p), s.momentum, _anchor(p, proj)
 
         out = _map_in_order(leaf, updates, params, state.momentum, _decay_mask(mask, params))
         new_updates, buffers = _unzip(out, updates, 2)

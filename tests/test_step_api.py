@@ -263,3 +263,48 @@ def test_half_precision_tracks_float32(config, dtype, inplace):
         assert a.dtype == half and torch.isfinite(a).all()
         tol = 2e-2 if dtype == "bfloat16" else 4e-3
         torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol)
+
+
+def _one_update(kind, param, grad, state_shape, nesterov, inplace=False):
+    """One update of ``param`` from a fresh state laid out as ``state_shape``."""
+    rows = lambda x: x.reshape(state_shape)  # noqa: E731
+    zeros = np.zeros(state_shape)
+    hyper = dict(lr=0.1, weight_decay=0.1, eps=1e-8, delta=0.1, wd_ratio=0.1, nesterov=nesterov)
+    if kind == "adamp":
+        state = ac.AdamPState(np.zeros(()), rows(grad) * 0.3, rows(grad) ** 2 * 0.2)
+        return ac.adamp_update(param, grad, state, beta1=0.9, beta2=0.999, inplace=inplace, **hyper)
+    state = ac.SGDPState(zeros + rows(grad) * 0.3)
+    return ac.sgdp_update(param, grad, state, momentum=0.9, dampening=0.0, inplace=inplace, **hyper)
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("projected", [False, True])
+def test_state_in_rows_layout_gives_the_same_update(kind, nesterov, projected):
+    """The Optax adapter keeps a conv weight's state as (rows, fan): same numbers."""
+    rng = np.random.default_rng(1)
+    shape = (4, 3, 2, 2)
+    param = rng.standard_normal(shape)
+    grad = rng.standard_normal(shape)
+    if projected:  # a gradient orthogonal to every row of the weight: the channel branch
+        w, g = param.reshape(4, -1), grad.reshape(4, -1)
+        grad = g - w * (np.sum(w * g, 1, keepdims=True) / np.sum(w * w, 1, keepdims=True))
+        grad = grad.reshape(shape)
+    flat = (shape[0], int(np.prod(shape[1:])))
+    new_a, state_a, proj_a = _one_update(kind, param, grad, shape, nesterov)
+    new_b, state_b, proj_b = _one_update(kind, param, grad, flat, nesterov)
+    assert int(proj_a.branch) == int(proj_b.branch) == (ac.CHANNEL if projected else ac.NONE)
+    assert new_b.shape == shape and proj_b.coef.shape == proj_a.coef.shape
+    np.testing.assert_allclose(new_b, new_a, rtol=1e-14, atol=1e-15)
+    for a, b in zip(state_a, state_b):
+        assert np.shape(b) == (() if np.ndim(a) == 0 else flat)
+        np.testing.assert_allclose(np.reshape(b, np.shape(a)), a, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+@pytest.mark.parametrize("state_shape", [(12, 4), (4, 3, 4), (3, 16)])
+def test_state_in_another_layout_is_refused(kind, state_shape):
+    rng = np.random.default_rng(2)
+    param, grad = rng.standard_normal((4, 3, 2, 2)), rng.standard_normal((4, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"state of shape .* parameter of shape \(4, 3, 2, 2\)"):
+        _one_update(kind, param, grad, state_shape, nesterov=False)
