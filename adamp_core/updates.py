@@ -238,7 +238,11 @@ class _View:
 
 def _state_view(param: Array, state_array: Array, xp: Any) -> _View:
     """The state's layout: the parameter's shape, or ``(rows, fan)`` for a weight of 3 or
-    more dimensions (the Optax adapter's, where XLA on CPU reduces and updates faster)."""
+    more dimensions (the Optax adapter's, where XLA on CPU reduces and updates faster).
+    A namespace over lists of arrays (``map_arrays``, PyTorch foreach) keeps the
+    parameters' shapes: the identity."""
+    if getattr(xp, "map_arrays", None) is not None:
+        return _View((), (), xp)
     shape, state_shape = tuple(param.shape), tuple(state_array.shape)
     if state_shape != shape and (len(shape) < 3 or state_shape != (shape[0], math.prod(shape[1:]))):
         raise ValueError(
