@@ -217,7 +217,7 @@ def apply_update(
 
 
 class _View:
-    """A parameter-shaped array as its state's ``(rows, fan)`` layout, and back (reshapes
+    """A parameter-shaped array in its state's ``(rows, fan)`` layout, and back (reshapes
     only; the identity when the state has the parameter's shape)."""
 
     def __init__(self, shape: tuple, state_shape: tuple, xp: Any):
@@ -227,13 +227,15 @@ class _View:
     def __call__(self, x: Array) -> Array:
         return x if self.same else self.xp.reshape(x, self.state_shape)
 
-    def back(self, x: Any) -> Any:
+    def back(self, x: Array) -> Array:
+        return x if self.same else self.xp.reshape(x, self.shape)
+
+    def projection(self, proj: Projection) -> Projection:
+        """``proj`` with ``coef`` shaped ``(rows, 1, ..., 1)`` for the parameter."""
         if self.same:
-            return x
-        if isinstance(x, Projection):
-            coef = self.xp.reshape(x.coef, (self.shape[0],) + (1,) * (len(self.shape) - 1))
-            return x._replace(coef=coef)
-        return self.xp.reshape(x, self.shape)
+            return proj
+        ones = (1,) * (len(self.shape) - 1)
+        return proj._replace(coef=self.xp.reshape(proj.coef, (self.shape[0], *ones)))
 
 
 def _state_view(param: Array, state_array: Array, xp: Any) -> _View:
@@ -311,7 +313,7 @@ def adamp_update(
         inplace=inplace,
         xp=xp,
     )
-    proj = view.back(
+    proj = view.projection(
         projection(view(param), view(grad), d, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     )
     decay = 1 - lr * weight_decay * proj.ratio
@@ -349,15 +351,16 @@ def sgdp_update(
         g, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace, xp=xp
     )
     update = sgd_direction(g, buf, momentum=momentum, nesterov=nesterov)
-    proj = projection(w, g, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    rows_proj = projection(w, g, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    proj = view.projection(rows_proj)
     decay = 1 - lr * weight_decay * proj.ratio / (1 - momentum)
-    coef = view.back(proj).coef
+    coef = proj.coef
     if not nesterov:  # the buffer is the update: project it and carry it on
         if inplace:
-            sub_product_(buf, _as(proj.coef, buf.dtype, xp), w, xp=xp)
+            sub_product_(buf, _as(rows_proj.coef, buf.dtype, xp), w, xp=xp)
         else:
-            buf = project(buf, w, proj, xp=xp)
+            buf = project(buf, w, rows_proj, xp=xp)
         update, coef = buf, None
     update = view.back(update)
     param = apply_update(param, update, coef, decay=decay, step_size=lr, inplace=inplace, xp=xp)
-    return param, SGDPState(buf), view.back(proj)
+    return param, SGDPState(buf), proj

@@ -166,7 +166,9 @@ def test_state_is_arrays_and_jit_traces_once():
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
 def test_weights_are_updated_one_after_another(kind):
     """XLA's CPU scheduler, left alone, runs the leaves stage by stage and keeps a
-    weight-sized temporary of every weight alive at once; the adapter orders them."""
+    weight-sized temporary of every AdamP weight alive at once (6 MiB here); the adapter
+    orders them. SGDP without nesterov has no such temporary: its case guards that none
+    appears."""
     weight = (256, 1024)  # 1 MiB in float32
     params = {f"w{i}": jnp.zeros(weight, jnp.float32) for i in range(6)}
     params |= {f"b{i}": jnp.zeros(weight[:1], jnp.float32) for i in range(6)}

@@ -265,16 +265,14 @@ def test_half_precision_tracks_float32(config, dtype, inplace):
         torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol)
 
 
-def _one_update(kind, param, grad, state_shape, nesterov, inplace=False):
-    """One update of ``param`` from a fresh state laid out as ``state_shape``."""
-    rows = lambda x: x.reshape(state_shape)  # noqa: E731
-    zeros = np.zeros(state_shape)
+def _one_update(kind, param, grad, state_shape, nesterov):
+    """One update of ``param`` from a non-zero state laid out as ``state_shape``."""
+    g = grad.reshape(state_shape)
     hyper = dict(lr=0.1, weight_decay=0.1, eps=1e-8, delta=0.1, wd_ratio=0.1, nesterov=nesterov)
     if kind == "adamp":
-        state = ac.AdamPState(np.zeros(()), rows(grad) * 0.3, rows(grad) ** 2 * 0.2)
-        return ac.adamp_update(param, grad, state, beta1=0.9, beta2=0.999, inplace=inplace, **hyper)
-    state = ac.SGDPState(zeros + rows(grad) * 0.3)
-    return ac.sgdp_update(param, grad, state, momentum=0.9, dampening=0.0, inplace=inplace, **hyper)
+        state = ac.AdamPState(np.zeros(()), g * 0.3, g**2 * 0.2)
+        return ac.adamp_update(param, grad, state, beta1=0.9, beta2=0.999, **hyper)
+    return ac.sgdp_update(param, grad, ac.SGDPState(g * 0.3), momentum=0.9, dampening=0.0, **hyper)
 
 
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
