@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["divide_into", "scale_add_", "scale_addcmul_", "sub_product_"]
+__all__ = ["compute_if", "divide_into", "scale_add_", "scale_addcmul_", "sub_product_"]
 
-#: Every kernel name a namespace may supply: the four here, and ``adam_step_``, a fused
+#: Every kernel name a namespace may supply: the five here, and ``adam_step_``, a fused
 #: form of :func:`adamp_core.updates.adam_step` (defined there, with the Adam math).
 REPLACEABLE = (*__all__, "adam_step_")
 
@@ -58,6 +58,20 @@ def sub_product_(y: Array, a: Any, b: Array, *, xp: Any) -> Array:
         return fused(y, a, b)
     y -= times(a, b)
     return y
+
+
+def compute_if(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
+    """``fn()`` where the 0-d bool ``pred`` holds; where it does not, ``fn()`` or
+    ``placeholder()`` (an array of the same shape and dtype): the caller masks the result.
+
+    Defined as ``fn()``, which needs no host sync. A namespace whose compiler can run one
+    branch on the device supplies ``compute_if`` to skip ``fn`` (the Optax adapter maps it
+    to ``jax.lax.cond``).
+    """
+    fused = _kernel(xp, "compute_if")
+    if fused is not None:
+        return fused(pred, fn, placeholder)
+    return fn()
 
 
 def divide_into(numerator: Array, denom: Array, *, xp: Any) -> Array:

@@ -6,16 +6,20 @@ per-row sums, and the outcome is selected with ``xp.where``: no host sync, and
 the code traces under ``jax.jit`` and ``torch.compile``.
 
 For a weight ``w`` of shape ``(rows, ...)`` viewed as ``(rows, fan)`` with the
-gradient ``g`` and the update direction ``u``, one pass computes per row
-``<w,w>``, ``<g,g>``, ``<w,g>`` and ``<w,u>``; the layer-view sums are the sums
-of these rows, so the layer test costs no second pass over memory.
+gradient ``g`` and the update direction ``u``, the tests need the per-row sums
+``<w,w>``, ``<g,g>`` and ``<w,g>``; the layer-view sums are the sums of these
+rows, so the layer test costs no second pass over memory. The coefficients then
+need ``<w,u>``, and only where a view fired: a namespace that can skip work
+(:func:`~adamp_core.kernels.compute_if`, JAX) reads ``u`` only then.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .kernels import compute_if
 from .namespace import compute_dtype, full_like_scalar, namespace_of, small_array_device
 
 __all__ = [
@@ -113,32 +117,50 @@ def projection_from_sums(
       delta, wd_ratio, eps: Python floats or 0-d arrays.
     """
     xp = namespace_of(sums.ww) if xp is None else xp
-    ww, gg, wg, wu = sums
+    tests = _tests(sums.ww, sums.gg, sums.wg, shape, delta=delta, eps=eps, xp=xp)
+    return _decided(tests, sums.wu, shape, wd_ratio=wd_ratio, xp=xp)
+
+
+class _Tests(NamedTuple):
+    channel: Array  #: 0-d bool: the channel view fires
+    layer: Array  #: 0-d bool: the layer view fires (and the channel view does not)
+    cosine: Array  #: 0-d: the deciding |cos| (see Projection.cosine)
+    ww: Array  #: (rows,): <w_i, w_i>
+    ww_layer: Array  #: 0-d: <w, w>
+    eps: Array  #: 0-d eps in the compute dtype
+
+
+def _tests(
+    ww: Array, gg: Array, wg: Array, shape: tuple, *, delta: Any, eps: Any, xp: Any
+) -> _Tests:
+    """The channel and layer tests from the three sums that do not involve the update."""
     size = math.prod(shape)
     eps_a = full_like_scalar(eps, ww, xp)
-    zero = full_like_scalar(0.0, ww, xp)
-
-    cos_rows = _abs_cosine(wg, ww, gg, eps_a, xp)
-    cos_channel = xp.max(cos_rows)
+    cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps_a, xp))
     channel = cos_channel < delta / math.sqrt(size // shape[0])
-
     # One reduction of the stacked row sums: summing each separately lets XLA fuse every
     # layer sum back into its producer and re-read the whole weight for it.
-    layer_sums = xp.sum(xp.stack((ww, gg, wg, wu)), axis=1)
-    ww_l, gg_l, wg_l, wu_l = (layer_sums[i] for i in range(4))
+    layer_sums = xp.sum(xp.stack((ww, gg, wg)), axis=1)
+    ww_l, gg_l, wg_l = (layer_sums[i] for i in range(3))
     cos_layer = _abs_cosine(wg_l, ww_l, gg_l, eps_a, xp)
     layer = xp.logical_and(xp.logical_not(channel), cos_layer < delta / math.sqrt(size))
+    cosine = xp.where(channel, cos_channel, cos_layer)
+    return _Tests(channel, layer, cosine, ww, ww_l, eps_a)
 
+
+def _decided(tests: _Tests, wu: Array, shape: tuple, *, wd_ratio: Any, xp: Any) -> Projection:
+    """The :class:`Projection` from the tests and ``<w_i, u_i>`` (read only where a view fired)."""
+    channel, layer, cosine, ww, ww_l, eps_a = tests
+    zero = full_like_scalar(0.0, ww, xp)
     # p_n = w / (|w| + eps);  u -= p_n * <p_n, u>  ==  u -= w * <w,u> / (|w| + eps)^2
     coef_channel = wu / (xp.sqrt(ww) + eps_a) ** 2
-    coef_layer = wu_l / (xp.sqrt(ww_l) + eps_a) ** 2
+    coef_layer = xp.sum(wu) / (xp.sqrt(ww_l) + eps_a) ** 2
     coef = xp.where(channel, coef_channel, xp.where(layer, coef_layer, zero))
     coef = xp.reshape(coef, (shape[0],) + (1,) * (len(shape) - 1))
 
     projected = xp.logical_or(channel, layer)
     ratio = xp.where(projected, full_like_scalar(wd_ratio, ww, xp), full_like_scalar(1.0, ww, xp))
     branch = xp.astype(channel, xp.int32) * CHANNEL + xp.astype(layer, xp.int32) * LAYER
-    cosine = xp.where(channel, cos_channel, cos_layer)
     return Projection(coef, ratio, branch, cosine)
 
 
@@ -173,7 +195,7 @@ def _shared_unprojected(fn: Any) -> Any:
 def projection(
     param: Array,
     grad: Array,
-    update: Array,
+    update: Array | Callable[[], Array],
     *,
     delta: float | Array,
     wd_ratio: float | Array,
@@ -191,8 +213,14 @@ def projection(
     weight decay is not scaled, so the result is the plain update). The test
     is branch-free on values; only shapes select code paths.
 
+    ``update`` is read only for ``<w_i, u_i>``, after both tests, and only where a view
+    fired if the namespace skips work (:func:`~adamp_core.kernels.compute_if`). It may be
+    a function of no arguments that returns it: under JAX the update is then computed
+    inside that branch, where XLA need not store it (an array computed outside would be).
+
     Args:
-      param, grad, update: arrays of one shape and dtype.
+      param, grad, update: arrays of one shape and dtype (``update`` or a function
+        returning it; not with a list namespace).
       delta, wd_ratio, eps: Python floats or 0-d arrays (as in the configs).
       xp: namespace override (see :func:`row_sums`).
 
@@ -213,10 +241,17 @@ def projection(
         )
     if param.ndim < 2 or math.prod(param.shape) == 0:
         return _unprojected(param, xp)
-    sums = row_sums(param, grad, update, xp=xp)
-    return projection_from_sums(
-        sums, tuple(param.shape), delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp
-    )
+    shape, dtype = tuple(param.shape), compute_dtype(param.dtype, xp)
+    w, g = _rows(param, xp, dtype), _rows(grad, xp, dtype)
+    ww = xp.vecdot(w, w)
+    tests = _tests(ww, xp.vecdot(g, g), xp.vecdot(w, g), shape, delta=delta, eps=eps, xp=xp)
+
+    def wu() -> Array:
+        return xp.vecdot(w, _rows(update() if callable(update) else update, xp, dtype))
+
+    projected = xp.logical_or(tests.channel, tests.layer)
+    wu_rows = compute_if(projected, wu, lambda: xp.zeros_like(ww), xp=xp)
+    return _decided(tests, wu_rows, shape, wd_ratio=wd_ratio, xp=xp)
 
 
 def project(update: Array, param: Array, proj: Projection, *, xp: Any = None) -> Array:

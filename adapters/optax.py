@@ -41,8 +41,17 @@ def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
     return jnp.sum(x1 * x2, axis=axis)
 
 
-#: ``jax.numpy`` with the faster row dot product, handed to every core call.
-xp = adamp_core.with_overrides(jnp, vecdot=_rowdot)
+def _compute_if(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
+    """``jax.lax.cond``: the projection's ``<w_i, u_i>`` (and the update it reads, which the
+    core then recomputes inside the branch) only for weights where a view fired. Elsewhere
+    XLA fuses the update into the final pass instead of storing it and reading it twice:
+    a ViT-B/16 ``(3072, 768)`` weight takes 1.3-1.4x ``optax.adamw`` instead of 1.8x."""
+    return jax.lax.cond(pred, fn, placeholder)
+
+
+#: ``jax.numpy`` with the faster row dot product and a branch that runs only where
+#: needed, handed to every core call.
+xp = adamp_core.with_overrides(jnp, vecdot=_rowdot, compute_if=_compute_if)
 
 
 class ScaleByAdamPState(NamedTuple):
