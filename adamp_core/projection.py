@@ -118,7 +118,7 @@ def projection_from_sums(
     """
     xp = namespace_of(sums.ww) if xp is None else xp
     tests = _tests(sums.ww, sums.gg, sums.wg, shape, delta=delta, eps=eps, xp=xp)
-    return _decided(tests, sums.wu, shape, wd_ratio=wd_ratio, xp=xp)
+    return _decided(tests, _coefficients(tests, sums.wu, xp), shape, wd_ratio=wd_ratio, xp=xp)
 
 
 class _Tests(NamedTuple):
@@ -148,20 +148,23 @@ def _tests(
     return _Tests(channel, layer, cosine, ww, ww_l, eps_a)
 
 
-def _decided(tests: _Tests, wu: Array, shape: tuple, *, wd_ratio: Any, xp: Any) -> Projection:
-    """The :class:`Projection` from the tests and ``<w_i, u_i>`` (read only where a view fired)."""
-    channel, layer, cosine, ww, ww_l, eps_a = tests
-    zero = full_like_scalar(0.0, ww, xp)
+def _coefficients(tests: _Tests, wu: Array, xp: Any) -> Array:
+    """``(rows,)``: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel), ``<w,u>/(|w|+eps)^2`` (layer), or 0."""
     # p_n = w / (|w| + eps);  u -= p_n * <p_n, u>  ==  u -= w * <w,u> / (|w| + eps)^2
-    coef_channel = wu / (xp.sqrt(ww) + eps_a) ** 2
-    coef_layer = xp.sum(wu) / (xp.sqrt(ww_l) + eps_a) ** 2
-    coef = xp.where(channel, coef_channel, xp.where(layer, coef_layer, zero))
-    coef = xp.reshape(coef, (shape[0],) + (1,) * (len(shape) - 1))
+    coef_channel = wu / (xp.sqrt(tests.ww) + tests.eps) ** 2
+    coef_layer = xp.sum(wu) / (xp.sqrt(tests.ww_layer) + tests.eps) ** 2
+    zero = full_like_scalar(0.0, wu, xp)
+    return xp.where(tests.channel, coef_channel, xp.where(tests.layer, coef_layer, zero))
 
-    projected = xp.logical_or(channel, layer)
-    ratio = xp.where(projected, full_like_scalar(wd_ratio, ww, xp), full_like_scalar(1.0, ww, xp))
-    branch = xp.astype(channel, xp.int32) * CHANNEL + xp.astype(layer, xp.int32) * LAYER
-    return Projection(coef, ratio, branch, cosine)
+
+def _decided(tests: _Tests, coef: Array, shape: tuple, *, wd_ratio: Any, xp: Any) -> Projection:
+    """The :class:`Projection` from the tests and the ``(rows,)`` coefficients."""
+    coef = xp.reshape(coef, (shape[0],) + (1,) * (len(shape) - 1))
+    projected = xp.logical_or(tests.channel, tests.layer)
+    one = full_like_scalar(1.0, tests.ww, xp)
+    ratio = xp.where(projected, full_like_scalar(wd_ratio, tests.ww, xp), one)
+    channel, layer = (xp.astype(t, xp.int32) for t in (tests.channel, tests.layer))
+    return Projection(coef, ratio, channel * CHANNEL + layer * LAYER, tests.cosine)
 
 
 def _unprojected(param: Array, xp: Any) -> Projection:
@@ -246,12 +249,13 @@ def projection(
     ww = xp.vecdot(w, w)
     tests = _tests(ww, xp.vecdot(g, g), xp.vecdot(w, g), shape, delta=delta, eps=eps, xp=xp)
 
-    def wu() -> Array:
-        return xp.vecdot(w, _rows(update() if callable(update) else update, xp, dtype))
+    def coef() -> Array:
+        u = _rows(update() if callable(update) else update, xp, dtype)
+        return _coefficients(tests, xp.vecdot(w, u), xp)
 
     projected = xp.logical_or(tests.channel, tests.layer)
-    wu_rows = compute_if(projected, wu, lambda: xp.zeros_like(ww), xp=xp)
-    return _decided(tests, wu_rows, shape, wd_ratio=wd_ratio, xp=xp)
+    coef_rows = compute_if(projected, coef, lambda: xp.zeros_like(ww), xp=xp)
+    return _decided(tests, coef_rows, shape, wd_ratio=wd_ratio, xp=xp)
 
 
 def project(update: Array, param: Array, proj: Projection, *, xp: Any = None) -> Array:

@@ -395,7 +395,13 @@ def sgdp_update(
     if _recomputes(xp, inplace):
 
         def for_projection() -> Array:
-            fresh = sgd_momentum(g, state.momentum, momentum=momentum, dampening=dampening, xp=xp)
+            # With nesterov the new buffer is the new state, stored anyway: read it. Without,
+            # the stored state is the projected buffer, so recompute the buffer from the old.
+            fresh = (
+                buf
+                if nesterov
+                else sgd_momentum(g, state.momentum, momentum=momentum, dampening=dampening, xp=xp)
+            )
             return sgd_direction(g, fresh, momentum=momentum, nesterov=nesterov)
 
     rows_proj = projection(w, g, for_projection, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
