@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import optax
 
 import adamp_core
-from adamp_core.namespace import compute_dtype
 from adamp_core.state import step_dtype
 
 __all__ = [
@@ -160,11 +159,11 @@ def scale_by_adamp(
         del extra_args
         _need_params(params, "scale_by_adamp")
 
-        def leaf(wait, g, p, m, v, decays):
-            new, s, proj = adamp_core.adamp_update(
+        def leaf(g, p, m, v, decays):
+            new, s, _ = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(_after(state.step, wait), m, v),
+                adamp_core.AdamPState(state.step, m, v),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,
@@ -175,9 +174,9 @@ def scale_by_adamp(
                 nesterov=nesterov,
                 xp=xp,
             )
-            return _descent(new, p), s, _anchor(p, proj)
+            return _descent(new, p), s
 
-        out = _map_in_order(
+        out = jax.tree.map(
             leaf,
             updates,
             params,
@@ -226,12 +225,12 @@ def scale_by_sgdp(
         del extra_args
         _need_params(params, "scale_by_sgdp")
 
-        def leaf(wait, g, p, buf, decays):
-            new, s, proj = adamp_core.sgdp_update(
+        def leaf(g, p, buf, decays):
+            new, s, _ = adamp_core.sgdp_update(
                 p,
                 g,
                 adamp_core.SGDPState(buf),
-                lr=_after(jnp.ones((), compute_dtype(p.dtype, jnp)), wait),
+                lr=1.0,
                 momentum=momentum,
                 dampening=dampening,
                 weight_decay=weight_decay if decays else 0.0,
@@ -241,9 +240,9 @@ def scale_by_sgdp(
                 wd_ratio=wd_ratio,
                 xp=xp,
             )
-            return _descent(new, p), s.momentum, _anchor(p, proj)
+            return _descent(new, p), s.momentum
 
-        out = _map_in_order(leaf, updates, params, state.momentum, _decay_mask(mask, params))
+        out = jax.tree.map(leaf, updates, params, state.momentum, _decay_mask(mask, params))
         new_updates, buffers = _unzip(out, updates, 2)
         return new_updates, ScaleBySGDPState(buffers)
 
@@ -371,43 +370,6 @@ def with_projection(
         return jax.tree.map(leaf, inner_updates, updates, params), WithProjectionState(inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _anchor(param: jax.Array, proj: adamp_core.Projection) -> jax.Array | None:
-    """What the next leaf waits for: the projection coefficients of a projected weight."""
-    return proj.coef if param.ndim >= 2 and param.size else None
-
-
-def _after(x: jax.Array, done: jax.Array | None) -> jax.Array:
-    """``x`` (a 0-d array >= 0) unchanged, but computed only once ``done`` is:
-    ``max(x, -1 - isnan(done[0]))``, a data dependency that XLA cannot fold away (it folds
-    ``x + 0 * y``) and that costs one scalar op. ``done`` None: ``x`` itself."""
-    if done is None:
-        return x
-    return jnp.maximum(x, -1 - jnp.isnan(done.reshape(-1)[0]).astype(x.dtype))
-
-
-def _map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
-    """``jax.tree.map(partial(fn, wait), tree, *rest)`` for ``fn`` returning
-    ``(*outputs, anchor)``; ``wait`` is the anchor of the last leaf that had one (None at
-    first), which ``fn`` feeds to its first computation through :func:`_after`, so that XLA
-    updates one weight after another. The anchor is a projected weight's coefficients
-    (None for the others).
-
-    Left alone, XLA's CPU scheduler runs the leaves stage by stage: every weight's Adam step
-    is then alive at once (ViT-B/16 shapes: 347 MB of temporaries instead of 11 MB) and each
-    weight leaves the cache between its passes. Each leaf waits for the previous weight only,
-    not for a running chain: XLA would fuse a chain of scalar ops, whole, into every leaf's
-    kernels (ten times the compile time).
-    """
-    structure = jax.tree.structure(tree)
-    columns = [structure.flatten_up_to(t) for t in (tree, *rest)]
-    out, wait = [], None
-    for args in zip(*columns):
-        *result, anchor = fn(wait, *args)
-        out.append(tuple(result))
-        wait = wait if anchor is None else anchor
-    return structure.unflatten(out)
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:

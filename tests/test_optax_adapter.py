@@ -163,16 +163,20 @@ def test_state_is_arrays_and_jit_traces_once():
     assert float(state[0].step) == 5.0
 
 
-@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
-def test_weights_are_updated_one_after_another(kind):
-    """XLA's CPU scheduler, left alone, runs the leaves stage by stage and keeps a
-    weight-sized temporary of every AdamP weight alive at once (6 MiB here); the adapter
-    orders them. SGDP without nesterov has no such temporary: its case guards that none
-    appears."""
+@pytest.mark.parametrize("kind", ["adamp", "sgdp", "sgdp nesterov"])
+def test_no_step_is_stored_for_every_weight(kind):
+    """The projection needs ``<w, u>``, with ``u`` Adam's step (SGDP's direction), only where
+    a view fires; the core then recomputes ``u`` inside that ``lax.cond`` branch. Outside it,
+    XLA fuses ``u`` into the final pass instead of storing it: passing the stored ``u`` in,
+    XLA kept one per weight alive (6-7 MiB here, 356 MB on ViT-B/16 shapes)."""
     weight = (256, 1024)  # 1 MiB in float32
     params = {f"w{i}": jnp.zeros(weight, jnp.float32) for i in range(6)}
     params |= {f"b{i}": jnp.zeros(weight[:1], jnp.float32) for i in range(6)}
-    opt = adamp(1e-3, weight_decay=1e-2) if kind == "adamp" else sgdp(0.1, momentum=0.9)
+    opt = {
+        "adamp": adamp(1e-3, weight_decay=1e-2),
+        "sgdp": sgdp(0.1, momentum=0.9),
+        "sgdp nesterov": sgdp(0.1, momentum=0.9, nesterov=True),
+    }[kind]
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params, state, grads):
@@ -185,8 +189,7 @@ def test_weights_are_updated_one_after_another(kind):
 
 
 def test_a_nan_stays_in_its_leaf():
-    """The ordering is a data dependency on the previous weight's coefficients; it must
-    not carry a NaN (or any value) from one leaf to the next."""
+    """Leaves are updated independently: a NaN in one gradient changes no other leaf."""
     rng = np.random.default_rng(0)
     params = {k: jnp.asarray(rng.standard_normal((4, 6))) for k in "abc"}
     grads = {k: jnp.asarray(rng.standard_normal((4, 6))) for k in "abc"}
