@@ -152,7 +152,10 @@ def _coefficients(tests: _Tests, wu: Array, xp: Any) -> Array:
     """``(rows,)``: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel), ``<w,u>/(|w|+eps)^2`` (layer), or 0."""
     # p_n = w / (|w| + eps);  u -= p_n * <p_n, u>  ==  u -= w * <w,u> / (|w| + eps)^2
     coef_channel = wu / (xp.sqrt(tests.ww) + tests.eps) ** 2
-    coef_layer = xp.sum(wu) / (xp.sqrt(tests.ww_layer) + tests.eps) ** 2
+    # Summed with a copy of itself stacked: XLA rewrites a plain sum of the row sums into a
+    # sum over the whole weight, for which it stores and re-reads the product w * u.
+    wu_layer = xp.sum(xp.stack((wu, wu)), axis=1)[0]
+    coef_layer = wu_layer / (xp.sqrt(tests.ww_layer) + tests.eps) ** 2
     zero = full_like_scalar(0.0, wu, xp)
     return xp.where(tests.channel, coef_channel, xp.where(tests.layer, coef_layer, zero))
 

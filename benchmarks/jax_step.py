@@ -29,9 +29,21 @@ import optax  # noqa: E402
 from shapes import WORKLOADS, count  # noqa: E402
 from timing import Result, interleaved, print_results, summarize  # noqa: E402
 
+import adamp_core  # noqa: E402
 from adapters.optax import adamp, sgdp  # noqa: E402
 
 DONATE = True  # as a training step would: reuse the buffers (--no-donate to compare)
+PROJECTED = False  # --projected: gradients that make every weight take the channel branch
+
+
+def _orthogonal(g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``g`` without its component along ``w`` in every row (``ndim >= 2``): then the channel
+    view fires and AdamP/SGDP project every weight, the costlier path."""
+    if w.ndim < 2:
+        return g
+    rw, rg = (a.reshape(a.shape[0], -1).astype(np.float64) for a in (w, g))
+    rg = rg - rw * (rw * rg).sum(1, keepdims=True) / (rw * rw).sum(1, keepdims=True)
+    return rg.reshape(g.shape).astype(g.dtype)
 
 
 def _stepper(opt, params):
@@ -43,23 +55,39 @@ def _stepper(opt, params):
     return step, opt.init(params)
 
 
+def _projected(params: list, grads: list) -> tuple[int, int]:
+    """How many weights (ndim >= 2) the projection fires on, and how many there are."""
+    weights = [(np.asarray(p), np.asarray(g)) for p, g in zip(params, grads) if p.ndim >= 2]
+    branches = [
+        int(adamp_core.projection(p, g, g, delta=0.1, wd_ratio=0.1, eps=1e-8).branch)
+        for p, g in weights
+    ]
+    return sum(b != adamp_core.NONE for b in branches), len(weights)
+
+
 def run(workload: str, rounds: int) -> list[Result]:
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for s in shapes]
-    grads = [jnp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    if PROJECTED:
+        grads = [_orthogonal(g, np.asarray(p)) for g, p in zip(grads, params, strict=True)]
+    grads = [jnp.asarray(g) for g in grads]
+    # With --projected the weights must stay orthogonal to the fixed gradients for all the
+    # steps: a tiny learning rate (the same for all four; the work per step is unchanged).
+    lr = 1e-6 if PROJECTED else 1.0
     optimizers = {
-        "optax.adamw": optax.adamw(1e-3, weight_decay=1e-2),
-        "adapters.optax.adamp": adamp(1e-3, weight_decay=1e-2),
+        "optax.adamw": optax.adamw(lr * 1e-3, weight_decay=1e-2),
+        "adapters.optax.adamp": adamp(lr * 1e-3, weight_decay=1e-2),
         "optax.sgd momentum": optax.chain(
-            optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9)
+            optax.add_decayed_weights(1e-4), optax.sgd(lr * 0.1, momentum=0.9)
         ),
-        "adapters.optax.sgdp": sgdp(0.1, momentum=0.9, weight_decay=1e-4),
+        "adapters.optax.sgdp": sgdp(lr * 0.1, momentum=0.9, weight_decay=1e-4),
     }
-    runs, first = {}, {}
+    runs, first, boxes = {}, {}, {}
     for name, opt in optimizers.items():
         step, state = _stepper(opt, params)
-        box = {"p": [p + 0 for p in params], "s": state}
+        box = boxes[name] = {"p": [p + 0 for p in params], "s": state}
         t0 = time.perf_counter()
         box["p"], box["s"] = step(box["p"], box["s"], grads)
         jax.block_until_ready(box["p"])
@@ -77,10 +105,13 @@ def run(workload: str, rounds: int) -> list[Result]:
 
     results = summarize(samples, reference, first)
     flags = os.environ.get("XLA_FLAGS", "")
+    projected, weights = _projected(boxes["adapters.optax.adamp"]["p"], grads)
     print_results(
         f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
         f"JAX {jax.__version__} CPU, {'donated' if DONATE else 'no donation'}, "
-        f"XLA_FLAGS={flags or '(none)'}, median of {rounds} interleaved steps",
+        f"XLA_FLAGS={flags or '(none)'}, "
+        f"{'orthogonal' if PROJECTED else 'random'} gradients ({projected} of {weights} weights "
+        f"projected at the last AdamP step), median of {rounds} interleaved steps",
         results,
     )
     return results
@@ -100,9 +131,15 @@ def main() -> None:
         action="store_true",
         help=f"run with XLA_FLAGS={SCHEDULER_FLAG} (XLA CPU's memory-minimizing scheduler)",
     )
+    parser.add_argument(
+        "--projected",
+        action="store_true",
+        help="gradients orthogonal to the weights per row: AdamP/SGDP project every weight",
+    )
     args = parser.parse_args()
-    global DONATE
+    global DONATE, PROJECTED
     DONATE = not args.no_donate
+    PROJECTED = args.projected
     for w in args.workload:
         run(w, args.rounds)
 
