@@ -2,12 +2,17 @@
 interleaved with optax.adamw / optax.sgd(momentum=0.9) in the same process.
 
     python benchmarks/jax_step.py [--rounds 20] [--workload resnet50 vit_b16]
-                                  [--no-donate] [--memory-scheduler]
+                                  [--no-donate] [--memory-scheduler] [--projected]
 
---memory-scheduler sets XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
-(before JAX is imported), XLA CPU's memory-minimizing scheduler. The adapter orders the
-weights itself, and with that order the default scheduler is the faster one; the flag is kept
-to compare (see docs/optax.md).
+Random gradients fail the scale-invariance test on every weight, so nothing is projected:
+the usual case for the linear weights of a transformer. --projected makes each gradient
+orthogonal to its weight, row by row, so that every weight of 2+ dimensions is projected (the
+usual case for conv weights followed by batch norm); the header says how many were at the
+last step. --memory-scheduler sets
+XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false (before JAX is imported),
+XLA CPU's memory-minimizing scheduler. The adapter orders the weights itself, and with that
+order the default scheduler is the faster one; the flag is kept to compare (see
+docs/optax.md).
 """
 
 from __future__ import annotations
