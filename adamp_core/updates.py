@@ -144,22 +144,23 @@ def adam_step(
     exp_avg, exp_avg_sq = adam_moments(
         grad, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
     )
-    d = _adam_d(
-        grad,
-        exp_avg,
-        exp_avg_sq,
-        step,
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        nesterov=nesterov,
-        xp=xp,
-    )
-    return exp_avg, exp_avg_sq, d
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
+    return exp_avg, exp_avg_sq, _adam_d(grad, exp_avg, exp_avg_sq, step, **hyper, xp=xp)
 
 
-def _adam_d(grad, exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps, nesterov, xp) -> Array:
+def _adam_d(
+    grad: Array,
+    exp_avg: Array,
+    exp_avg_sq: Array,
+    step: Array,
+    *,
+    lr: Scalar,
+    beta1: Scalar,
+    beta2: Scalar,
+    eps: Scalar,
+    nesterov: bool,
+    xp: Any,
+) -> Array:
     """Adam's step ``d`` from the updated moments (see :func:`adam_step`)."""
     bias_correction1 = 1 - beta1**step
     sqrt_bc2 = xp.sqrt(1 - beta2**step)
@@ -325,36 +326,16 @@ def adamp_update(
         step += 1
     else:
         step = xp.asarray(state.step + 1)  # NumPy would return a scalar, not a 0-d array
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
+    g = view(grad)
     exp_avg, exp_avg_sq, d = adam_step(
-        view(grad),
-        state.exp_avg,
-        state.exp_avg_sq,
-        step,
-        lr=lr,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        nesterov=nesterov,
-        inplace=inplace,
-        xp=xp,
+        g, state.exp_avg, state.exp_avg_sq, step, **hyper, inplace=inplace, xp=xp
     )
     update = d
-    if _recomputes(xp, inplace):
-        update = partial(
-            _adam_d,
-            view(grad),
-            exp_avg,
-            exp_avg_sq,
-            step,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            nesterov=nesterov,
-            xp=xp,
-        )
+    if _recomputes(xp, inplace):  # the same step, computed where the projection needs it
+        update = partial(_adam_d, g, exp_avg, exp_avg_sq, step, **hyper, xp=xp)
     proj = view.projection(
-        projection(view(param), view(grad), update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+        projection(view(param), g, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
     )
     decay = 1 - lr * weight_decay * proj.ratio
     d = view.back(d)

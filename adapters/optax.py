@@ -57,8 +57,8 @@ def _namespace(param: jax.Array, adam: bool) -> Any:
     With :data:`_xp_branched` the core computes ``<w, u>`` (``u``: Adam's step, SGDP's
     direction) in a ``lax.cond`` branch taken only where the projection fires, recomputing
     ``u`` there; XLA then fuses ``u`` into the final pass instead of storing it. That saves
-    two passes over the weight when nothing is projected (ViT-B/16 AdamP: 1.5x
-    ``optax.adamw`` instead of 1.8x). For AdamP it costs about two when the weight is
+    two passes over the weight when nothing is projected (ViT-B/16 AdamP: 1.6x
+    ``optax.adamw`` instead of 1.9x). For AdamP it costs about two when the weight is
     projected (ResNet-50, every conv weight projected: 1.7x instead of 1.3x), since the
     branch recomputes a square root and a division: AdamP takes the branch for linear
     weights (2-D), which in transformers are usually not followed by a normalization and
