@@ -1,21 +1,30 @@
-"""In-place kernels of the element-wise pieces, with array-API definitions a namespace may replace.
+"""Kernels with array-API definitions that a namespace may replace with faster ones.
 
-The core writes its in-place arithmetic (``inplace=True``) through these few functions. Each is
-defined here with array-API operators; a namespace that has an attribute of the same name
-supplies a fused version instead (the PyTorch adapter maps them to ``mul_``/``add_``/
-``addcmul_``/``div(out=)``, which avoid the temporaries that ``y += a * x`` allocates). They
-are kernels, not math: which quantities are combined, with which coefficients, is decided by
-:mod:`adamp_core.updates`, and every replacement must compute the same values as the
-definition here.
+The core writes its in-place arithmetic (``inplace=True``), the projection's per-row sums
+(:func:`row_dots`) and its conditional work (:func:`compute_if`) through these few functions.
+Each is defined here with array-API operators; a namespace that has an attribute of the same
+name supplies its own version instead (the PyTorch adapter maps the in-place ones to
+``mul_``/``add_``/``addcmul_``/``div(out=)``, which avoid the temporaries that
+``y += a * x`` allocates; the Optax adapter computes ``row_dots`` in one pass). They are
+kernels, not math: which quantities are combined, with which coefficients, is decided by
+:mod:`adamp_core.updates` and :mod:`adamp_core.projection`, and every replacement must
+compute the same values as the definition here (up to the order of summation).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compute_if", "divide_into", "scale_add_", "scale_addcmul_", "sub_product_"]
+__all__ = [
+    "compute_if",
+    "divide_into",
+    "row_dots",
+    "scale_add_",
+    "scale_addcmul_",
+    "sub_product_",
+]
 
-#: Every kernel name a namespace may supply: the five here, and ``adam_step_``, a fused
+#: Every kernel name a namespace may supply: the six here, and ``adam_step_``, a fused
 #: form of :func:`adamp_core.updates.adam_step` (defined there, with the Adam math).
 REPLACEABLE = (*__all__, "adam_step_")
 
@@ -72,6 +81,16 @@ def compute_if(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
     if fused is not None:
         return fused(pred, fn, placeholder)
     return fn()
+
+
+def row_dots(w: Array, g: Array, *, xp: Any) -> tuple[Array, Array, Array]:
+    """``(<w_i, w_i>, <g_i, g_i>, <w_i, g_i>)``, each ``(rows,)``, for ``(rows, fan)`` arrays:
+    the per-row sums the projection's tests need. Defined as three ``xp.vecdot``; a namespace
+    may compute them in one pass over ``w`` and ``g`` (the Optax adapter does, on CPU)."""
+    fused = _kernel(xp, "row_dots")
+    if fused is not None:
+        return fused(w, g)
+    return xp.vecdot(w, w), xp.vecdot(g, g), xp.vecdot(w, g)
 
 
 def divide_into(numerator: Array, denom: Array, *, xp: Any) -> Array:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .kernels import compute_if
+from .kernels import compute_if, row_dots
 from .namespace import compute_dtype, full_like_scalar, namespace_of, small_array_device
 
 __all__ = [
@@ -87,7 +87,7 @@ def row_sums(param: Array, grad: Array, update: Array, *, xp: Any = None) -> Row
     xp = namespace_of(param, grad, update) if xp is None else xp
     dtype = compute_dtype(param.dtype, xp)
     w, g, u = (_rows(a, xp, dtype) for a in (param, grad, update))
-    return RowSums(xp.vecdot(w, w), xp.vecdot(g, g), xp.vecdot(w, g), xp.vecdot(w, u))
+    return RowSums(*row_dots(w, g, xp=xp), xp.vecdot(w, u))
 
 
 def _abs_cosine(wg: Array, ww: Array, gg: Array, eps: Array, xp: Any) -> Array:
@@ -249,8 +249,8 @@ def projection(
         return _unprojected(param, xp)
     shape, dtype = tuple(param.shape), compute_dtype(param.dtype, xp)
     w, g = _rows(param, xp, dtype), _rows(grad, xp, dtype)
-    ww = xp.vecdot(w, w)
-    tests = _tests(ww, xp.vecdot(g, g), xp.vecdot(w, g), shape, delta=delta, eps=eps, xp=xp)
+    ww, gg, wg = row_dots(w, g, xp=xp)
+    tests = _tests(ww, gg, wg, shape, delta=delta, eps=eps, xp=xp)
 
     def coef() -> Array:
         u = _rows(update() if callable(update) else update, xp, dtype)

@@ -20,6 +20,8 @@ import optax
 import adamp_core
 from adamp_core.state import step_dtype
 
+from ._xla import after, anchor, map_in_order, namespace, xp
+
 __all__ = [
     "ScaleByAdamPState",
     "ScaleBySGDPState",
@@ -32,40 +34,6 @@ __all__ = [
 ]
 
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
-
-
-def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
-    """The standard ``vecdot`` for real arrays as a fused multiply-reduce, which XLA on CPU
-    runs about 2x faster than ``jnp.vecdot``'s ``dot_general`` on weight-sized rows."""
-    return jnp.sum(x1 * x2, axis=axis)
-
-
-def _compute_if(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
-    """``jax.lax.cond``: the projection's ``<w_i, u_i>`` only where a view fired."""
-    return jax.lax.cond(pred, fn, placeholder)
-
-
-#: ``jax.numpy`` with the faster row dot product: the namespace of every core call.
-xp = adamp_core.with_overrides(jnp, vecdot=_rowdot)
-#: ``xp`` whose ``compute_if`` runs one branch, for the weights that :func:`_namespace` picks.
-_xp_branched = adamp_core.with_overrides(xp, compute_if=_compute_if)
-
-
-def _namespace(param: jax.Array, adam: bool) -> Any:
-    """The namespace for ``param``'s step; both compute the same values, at different costs.
-
-    With :data:`_xp_branched` the core computes ``<w, u>`` (``u``: Adam's step, SGDP's
-    direction) in a ``lax.cond`` branch taken only where the projection fires, recomputing
-    ``u`` there; XLA then fuses ``u`` into the final pass instead of storing it. That saves
-    two passes over the weight when nothing is projected (ViT-B/16 AdamP: 1.6x
-    ``optax.adamw`` instead of 1.9x). For AdamP it costs about two when the weight is
-    projected (ResNet-50, every conv weight projected: 1.7x instead of 1.3x), since the
-    branch recomputes a square root and a division: AdamP takes the branch for linear
-    weights (2-D), which in transformers are usually not followed by a normalization and
-    not projected, and not for conv weights (3+ dimensions), which are usually followed by
-    batch norm and projected. SGDP's direction is cheap to recompute: always the branch.
-    """
-    return _xp_branched if param.ndim == 2 or not adam else xp
 
 
 class ScaleByAdamPState(NamedTuple):
@@ -178,7 +146,7 @@ def scale_by_adamp(
             new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(_after(state.step, wait), m, v),
+                adamp_core.AdamPState(after(state.step, None if wait is None else wait.coef), m, v),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,
@@ -187,11 +155,11 @@ def scale_by_adamp(
                 delta=delta,
                 wd_ratio=wd_ratio,
                 nesterov=nesterov,
-                xp=_namespace(p, adam=True),
+                xp=namespace(p, branch=p.ndim == 2, wait=wait),
             )
-            return _descent(new, p), s, _anchor(p, proj)
+            return _descent(new, p), s, anchor(p, proj)
 
-        out = _map_in_order(
+        out = map_in_order(
             leaf,
             updates,
             params,
@@ -240,8 +208,8 @@ def scale_by_sgdp(
         del extra_args
         _need_params(params, "scale_by_sgdp")
 
-        def leaf(g, p, buf, decays):
-            new, s, _ = adamp_core.sgdp_update(
+        def leaf(wait, g, p, buf, decays):
+            new, s, proj = adamp_core.sgdp_update(
                 p,
                 g,
                 adamp_core.SGDPState(buf),
@@ -253,11 +221,11 @@ def scale_by_sgdp(
                 eps=eps,
                 delta=delta,
                 wd_ratio=wd_ratio,
-                xp=_namespace(p, adam=False),
+                xp=namespace(p, branch=True, wait=wait),
             )
-            return _descent(new, p), s.momentum
+            return _descent(new, p), s.momentum, anchor(p, proj)
 
-        out = jax.tree.map(leaf, updates, params, state.momentum, _decay_mask(mask, params))
+        out = map_in_order(leaf, updates, params, state.momentum, _decay_mask(mask, params))
         new_updates, buffers = _unzip(out, updates, 2)
         return new_updates, ScaleBySGDPState(buffers)
 
@@ -377,52 +345,16 @@ def with_projection(
             updates, state.inner, params, **extra_args
         )
 
-        def leaf(u, g, p):
+        def leaf(wait, u, g, p):
             shape, (u, g, p) = p.shape, (_rows(a) for a in (u, g, p))
-            proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=xp)
-            return adamp_core.project(u, p, proj, xp=xp).reshape(shape)
+            ns = namespace(p, branch=False, wait=wait)
+            proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=ns)
+            return (adamp_core.project(u, p, proj, xp=xp).reshape(shape), anchor(p, proj))
 
-        return jax.tree.map(leaf, inner_updates, updates, params), WithProjectionState(inner_state)
+        projected = _unzip(map_in_order(leaf, inner_updates, updates, params), updates, 1)[0]
+        return projected, WithProjectionState(inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _anchor(param: jax.Array, proj: adamp_core.Projection) -> jax.Array | None:
-    """What the next leaf waits for: the projection coefficients of a projected weight."""
-    return proj.coef if param.ndim >= 2 and param.size else None
-
-
-def _after(x: jax.Array, done: jax.Array | None) -> jax.Array:
-    """``x`` (a 0-d array >= 0) unchanged, but computed only once ``done`` is:
-    ``max(x, -1 - isnan(done[0]))``, a data dependency that XLA cannot fold away (it folds
-    ``x + 0 * y``) and that costs one scalar op. ``done`` None: ``x`` itself."""
-    if done is None:
-        return x
-    return jnp.maximum(x, -1 - jnp.isnan(done.reshape(-1)[0]).astype(x.dtype))
-
-
-def _map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
-    """``jax.tree.map(partial(fn, wait), tree, *rest)`` for ``fn`` returning
-    ``(*outputs, anchor)``; ``wait`` is the anchor of the last leaf that had one (None at
-    first), which ``fn`` feeds to its first computation through :func:`_after`, so that XLA
-    updates one weight after another. The anchor is a projected weight's coefficients
-    (None for the others).
-
-    Left alone, XLA's CPU scheduler runs the leaves stage by stage: the Adam step of every
-    weight that stores it (conv weights, see :func:`_namespace`) is then alive at once
-    (ResNet-50 shapes: 112 MB of temporaries instead of 10 MB) and each weight leaves the
-    cache between its passes. Each leaf waits for the previous weight only,
-    not for a running chain: XLA would fuse a chain of scalar ops, whole, into every leaf's
-    kernels (ten times the compile time).
-    """
-    structure = jax.tree.structure(tree)
-    columns = [structure.flatten_up_to(t) for t in (tree, *rest)]
-    out, wait = [], None
-    for args in zip(*columns):
-        *result, anchor = fn(wait, *args)
-        out.append(tuple(result))
-        wait = wait if anchor is None else anchor
-    return structure.unflatten(out)
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:

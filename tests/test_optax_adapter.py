@@ -22,9 +22,19 @@ adamp_official = pytest.importorskip("adamp")
 import jax.numpy as jnp  # noqa: E402
 from oracle import ADAMP_OPTIONS, MODES, SGDP_OPTIONS, forced_grad, official_branch  # noqa: E402
 
+from adapters import _xla  # noqa: E402
 from adapters.optax import adamp, scale_by_adamp, sgdp, with_projection  # noqa: E402
 
-SHAPES = {"conv": (6, 3, 3, 3), "linear": (5, 7), "bias": (6,), "scalar": ()}
+# "wide" and "conv64" have fans that are multiples of 64: their row sums take the one-pass
+# CPU kernel (adapters._xla._row_dots); the others take the three plain sums.
+SHAPES = {
+    "conv": (6, 3, 3, 3),
+    "linear": (5, 7),
+    "wide": (3, 64),
+    "conv64": (4, 16, 2, 2),
+    "bias": (6,),
+    "scalar": (),
+}
 
 
 def _ours(kind, options, **extra):
@@ -208,6 +218,58 @@ def test_the_step_is_not_stored(kind, shape):
     sizes = {f"f32[{','.join(map(str, s))}]" for s in (shape, (shape[0], math.prod(shape[1:])))}
     fusions = re.findall(r"= (f32\[[\d,]+\])\{[\d,]+\} fusion\(", entry)
     assert len([f for f in fusions if f in sizes]) == (3 if kind == "adamp" else 2)
+
+
+@pytest.mark.parametrize("fan", [64, 96, 192, 768, 2048, 3072, 72, 1000])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_row_dots_are_the_three_row_sums(fan, dtype):
+    """The CPU kernel (one variadic reduction, for fans that are multiples of 64; the plain
+    sums otherwise) against float64 NumPy, with and without a ``wait``."""
+    rng = np.random.default_rng(fan)
+    w, g = (rng.standard_normal((5, fan)).astype(dtype) for _ in range(2))
+    expected = [np.einsum("ij,ij->i", a.astype(np.float64), b) for a, b in ((w, w), (g, g), (w, g))]
+    rtol = 1e-5 if dtype == "float32" else 1e-13
+    for wait in (None, jnp.asarray([jnp.nan])):
+        got = jax.jit(functools.partial(_xla._row_dots, wait=wait))(jnp.asarray(w), jnp.asarray(g))
+        for a, b in zip(got, expected):
+            assert a.dtype == dtype and a.shape == (5,)
+            np.testing.assert_allclose(np.asarray(a), b, rtol=rtol, atol=rtol * np.sqrt(fan))
+
+
+def _weight_reductions(text: str, shape: tuple[int, ...]) -> int:
+    """How many kernels of the compiled step's entry read a ``shape`` array into something
+    smaller (reductions of a weight or its gradient)."""
+    entry = text[text.index("\nENTRY") :]
+    shapes = dict(re.findall(r"%(\S+) = (\S+?)\{", entry))
+    weight = f"f32[{','.join(map(str, shape))}]"
+    count = 0
+    for out, operands in re.findall(r"= (.*?) fusion\(([^)]*)\)", entry):
+        names = re.findall(r"%([^,\s]+)", operands)
+        if not out.startswith(weight + "{") and any(shapes.get(n) == weight for n in names):
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+def test_row_sums_are_one_kernel(kind):
+    """``<w,w>``, ``<g,g>`` and ``<w,g>`` of a linear weight come from one kernel that reads
+    the weight and its gradient once: the only reduction of weight-sized arrays in the step
+    (``<w,u>`` is in the ``lax.cond`` branch). Three plain sums would be three."""
+    shape = (64, 128)
+    params = {"w": jnp.zeros(shape, jnp.float32)}
+    assert _weight_reductions(_compiled_step(OPTIMIZERS[kind](), params).as_text(), shape) == 1
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+def test_row_sums_run_one_weight_after_another(kind):
+    """The one-pass row sums leave partial sums of 3/24 of a weight; left alone XLA's CPU
+    scheduler computes them for every weight at once (8 x 0.375 MiB here); the adapter
+    chains them, so that at most two weights' are alive."""
+    shape = (1024, 768)  # 3 MiB in float32; partial sums (1024, 4, 8) x 3: 0.375 MiB
+    params = {f"w{i}": jnp.zeros(shape, jnp.float32) for i in range(8)}
+    partial_sums = 3 * shape[0] * (shape[1] // 24) * 4
+    compiled = _compiled_step(OPTIMIZERS[kind](), params)
+    assert compiled.memory_analysis().temp_size_in_bytes <= 2 * partial_sums
 
 
 def test_a_nan_stays_in_its_leaf():

@@ -60,8 +60,9 @@ CALLS = {
 
 
 def test_every_replaceable_kernel_is_checked_here():
-    # compute_if has no torch form: the Optax adapter's (lax.cond) is tested with it
-    assert set(kernels.REPLACEABLE) == {*CALLS, "adam_step_", "compute_if"}
+    # compute_if and row_dots have no torch form: the Optax adapter's (lax.cond, one variadic
+    # reduction) are tested with it, in test_optax_adapter.py
+    assert set(kernels.REPLACEABLE) == {*CALLS, "adam_step_", "compute_if", "row_dots"}
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
