@@ -97,8 +97,8 @@ xp = adamp_core.with_overrides(jnp, vecdot=_rowdot, row_dots=_row_dots)
 _xp_branched = adamp_core.with_overrides(xp, compute_if=_compute_if)
 
 
-def namespace(param: jax.Array, *, branch: bool, wait: adamp_core.Projection | None) -> Any:
-    """The namespace of ``param``'s step: its row sums wait for ``wait.cosine`` (the
+def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
+    """The namespace of one weight's step: its row sums wait for ``wait.cosine`` (the
     previous weight's, see :func:`map_in_order`); with ``branch``, ``compute_if`` runs one
     ``lax.cond`` branch.
 

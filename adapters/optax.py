@@ -155,7 +155,7 @@ def scale_by_adamp(
                 delta=delta,
                 wd_ratio=wd_ratio,
                 nesterov=nesterov,
-                xp=namespace(p, branch=p.ndim == 2, wait=wait),
+                xp=namespace(branch=p.ndim == 2, wait=wait),
             )
             return _descent(new, p), s, anchor(p, proj)
 
@@ -221,7 +221,7 @@ def scale_by_sgdp(
                 eps=eps,
                 delta=delta,
                 wd_ratio=wd_ratio,
-                xp=namespace(p, branch=True, wait=wait),
+                xp=namespace(branch=True, wait=wait),
             )
             return _descent(new, p), s.momentum, anchor(p, proj)
 
@@ -347,7 +347,7 @@ def with_projection(
 
         def leaf(wait, u, g, p):
             shape, (u, g, p) = p.shape, (_rows(a) for a in (u, g, p))
-            ns = namespace(p, branch=False, wait=wait)
+            ns = namespace(branch=False, wait=wait)
             proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=ns)
             return (adamp_core.project(u, p, proj, xp=xp).reshape(shape), anchor(p, proj))
 
