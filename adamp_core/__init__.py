@@ -10,7 +10,7 @@ Importing this package imports no framework.
 
 from .config import AdamPConfig, SGDPConfig
 from .namespace import with_overrides
-from .projection import CHANNEL, LAYER, NONE, Projection, RowSums, project, projection
+from .projection import CHANNEL, LAYER, NONE, Projection, project, projection
 from .state import AdamPState, SGDPState
 from .step import init, step
 from .updates import adamp_update, sgdp_update
@@ -24,7 +24,6 @@ __all__ = [
     "AdamPConfig",
     "AdamPState",
     "Projection",
-    "RowSums",
     "SGDPConfig",
     "SGDPState",
     "adamp_update",

@@ -7,36 +7,69 @@ The argument names, their order and their defaults are those of the official
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
-__all__ = ["AdamPConfig", "SGDPConfig"]
+__all__ = ["AdamPConfig", "SGDPConfig", "as_real"]
 
 
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def as_real(name: str, value: Any) -> float:
+    """``value`` as a Python float: a real number (Python, NumPy) or a one-element real
+    array of any library (a 0-d tensor, say), as ``torch.optim`` and Optax accept.
+
+    Raises:
+      ValueError: naming ``name``, for a bool, a complex or non-numeric value, an array of
+        more than one element, or a value that is not finite.
+    """
+    if isinstance(value, bool) or (
+        isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real)
+    ):
         raise ValueError(f"{name} must be a real number, got {value!r}")
+    if not isinstance(value, numbers.Real):
+        shape = getattr(value, "shape", None)
+        if shape is None or math.prod(shape) != 1:
+            what = f"an array of shape {tuple(shape)}" if shape is not None else repr(value)
+            raise ValueError(f"{name} must be a real number or a one-element array, got {what}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError, RuntimeError) as err:  # complex, non-numeric
+            raise ValueError(f"{name} must be a real number, got {value!r} ({err})") from None
+    value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
+    return value
 
 
-def _check_nonnegative(name: str, value: object) -> None:
-    if _check_real(name, value) < 0.0:
+def _nonnegative(name: str, value: Any) -> float:
+    v = as_real(name, value)
+    if v < 0.0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return v
 
 
-def _check_unit_interval(name: str, value: object, *, closed: bool) -> None:
-    v = _check_real(name, value)
-    top_ok = v <= 1.0 if closed else v < 1.0
-    if not (0.0 <= v and top_ok):
-        interval = "[0, 1]" if closed else "[0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+def _unit_interval(name: str, value: Any, *, closed: bool) -> float:
+    v = as_real(name, value)
+    if not (0.0 <= v and (v <= 1.0 if closed else v < 1.0)):
+        raise ValueError(f"{name} must be in {'[0, 1]' if closed else '[0, 1)'}, got {value!r}")
+    return v
 
 
-def _check_projection_args(eps: float, delta: float, wd_ratio: float) -> None:
-    _check_nonnegative("eps", eps)
-    _check_nonnegative("delta", delta)
-    _check_nonnegative("wd_ratio", wd_ratio)
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _channel_axis(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"channel_axis must be an int, got {value!r}")
+    return int(value)
+
+
+def _store(config: Any, **values: Any) -> None:
+    for name, value in values.items():
+        object.__setattr__(config, name, value)
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,12 @@ class AdamPConfig:
         then per layer).
       wd_ratio: ``>= 0``; the weight-decay multiplier of projected weights.
       nesterov: use Nesterov momentum for the update direction.
+      channel_axis: the axis of a weight that indexes its output channels: 0 in
+        PyTorch's layouts and the official package (the default), -1 in Flax's and
+        Haiku's. Not an argument of the official package (keyword only).
+
+    Every number may be a Python or NumPy scalar or a one-element array (a 0-d
+    tensor); it is validated and stored as a Python float.
 
     Raises:
       ValueError: naming the argument, for a value outside its range, a
@@ -70,18 +109,25 @@ class AdamPConfig:
     delta: float = 0.1
     wd_ratio: float = 0.1
     nesterov: bool = False
+    _: KW_ONLY
+    channel_axis: int = 0
 
     def __post_init__(self) -> None:
-        _check_nonnegative("lr", self.lr)
         if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        object.__setattr__(self, "betas", tuple(self.betas))
-        _check_unit_interval("betas[0]", self.betas[0], closed=False)
-        _check_unit_interval("betas[1]", self.betas[1], closed=False)
-        _check_nonnegative("weight_decay", self.weight_decay)
-        _check_projection_args(self.eps, self.delta, self.wd_ratio)
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"nesterov must be a bool, got {self.nesterov!r}")
+        _store(
+            self,
+            lr=_nonnegative("lr", self.lr),
+            betas=tuple(
+                _unit_interval(f"betas[{i}]", b, closed=False) for i, b in enumerate(self.betas)
+            ),
+            eps=_nonnegative("eps", self.eps),
+            weight_decay=_nonnegative("weight_decay", self.weight_decay),
+            delta=_nonnegative("delta", self.delta),
+            wd_ratio=_nonnegative("wd_ratio", self.wd_ratio),
+            nesterov=_flag("nesterov", self.nesterov),
+            channel_axis=_channel_axis(self.channel_axis),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +142,9 @@ class SGDPConfig:
         ``(1 - dampening) * grad``.
       weight_decay: decoupled weight decay, ``>= 0``; applied as
         ``w *= 1 - lr * weight_decay * r / (1 - momentum)``, ``r`` as in AdamP.
-      nesterov: Nesterov momentum; needs ``momentum > 0``.
-      eps, delta, wd_ratio: as in :class:`AdamPConfig`.
+      nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``
+        (as ``torch.optim.SGD``).
+      eps, delta, wd_ratio, channel_axis: as in :class:`AdamPConfig`.
 
     Raises:
       ValueError: naming the argument, as for :class:`AdamPConfig`.
@@ -111,14 +158,21 @@ class SGDPConfig:
     eps: float = 1e-8
     delta: float = 0.1
     wd_ratio: float = 0.1
+    _: KW_ONLY
+    channel_axis: int = 0
 
     def __post_init__(self) -> None:
-        _check_nonnegative("lr", self.lr)
-        _check_unit_interval("momentum", self.momentum, closed=False)
-        _check_unit_interval("dampening", self.dampening, closed=True)
-        _check_nonnegative("weight_decay", self.weight_decay)
-        _check_projection_args(self.eps, self.delta, self.wd_ratio)
-        if not isinstance(self.nesterov, bool):
-            raise ValueError(f"nesterov must be a bool, got {self.nesterov!r}")
-        if self.nesterov and self.momentum <= 0.0:
-            raise ValueError("nesterov requires momentum > 0")
+        _store(
+            self,
+            lr=_nonnegative("lr", self.lr),
+            momentum=_unit_interval("momentum", self.momentum, closed=False),
+            dampening=_unit_interval("dampening", self.dampening, closed=True),
+            weight_decay=_nonnegative("weight_decay", self.weight_decay),
+            nesterov=_flag("nesterov", self.nesterov),
+            eps=_nonnegative("eps", self.eps),
+            delta=_nonnegative("delta", self.delta),
+            wd_ratio=_nonnegative("wd_ratio", self.wd_ratio),
+            channel_axis=_channel_axis(self.channel_axis),
+        )
+        if self.nesterov and (self.momentum <= 0.0 or self.dampening != 0.0):
+            raise ValueError("nesterov requires momentum > 0 and dampening == 0")

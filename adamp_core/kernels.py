@@ -24,9 +24,11 @@ __all__ = [
     "sub_product_",
 ]
 
-#: Every kernel name a namespace may supply: the six here, and ``adam_step_``, a fused
-#: form of :func:`adamp_core.updates.adam_step` (defined there, with the Adam math).
-REPLACEABLE = (*__all__, "adam_step_")
+#: Every kernel name a namespace may supply: the six here, ``adam_step_``, a fused form of
+#: :func:`adamp_core.updates.adam_step`, and ``projection``, a form of
+#: :func:`adamp_core.projection.projection` (e.g. over lists of arrays); both are defined
+#: where their math is.
+REPLACEABLE = (*__all__, "adam_step_", "projection")
 
 Array = Any
 
@@ -83,14 +85,15 @@ def compute_if(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
     return fn()
 
 
-def row_dots(w: Array, g: Array, *, xp: Any) -> tuple[Array, Array, Array]:
-    """``(<w_i, w_i>, <g_i, g_i>, <w_i, g_i>)``, each ``(rows,)``, for ``(rows, fan)`` arrays:
-    the per-row sums the projection's tests need. Defined as three ``xp.vecdot``; a namespace
-    may compute them in one pass over ``w`` and ``g`` (the Optax adapter does, on CPU)."""
+def row_dots(w: Array, g: Array, *, axis: int = -1, xp: Any) -> tuple[Array, Array, Array]:
+    """``(<w_i, w_i>, <g_i, g_i>, <w_i, g_i>)`` for 2-D arrays, summed along ``axis`` (-1 for
+    ``(rows, fan)``, -2 for ``(fan, rows)``), each ``(rows,)``: the per-channel sums the
+    projection's tests need. Defined as three ``xp.vecdot``; a namespace may compute them in
+    one pass over ``w`` and ``g``."""
     fused = _kernel(xp, "row_dots")
     if fused is not None:
-        return fused(w, g)
-    return xp.vecdot(w, w), xp.vecdot(g, g), xp.vecdot(w, g)
+        return fused(w, g, axis=axis)
+    return xp.vecdot(w, w, axis=axis), xp.vecdot(g, g, axis=axis), xp.vecdot(w, g, axis=axis)
 
 
 def divide_into(numerator: Array, denom: Array, *, xp: Any) -> Array:

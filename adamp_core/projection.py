@@ -1,16 +1,23 @@
-"""The AdamP/SGDP projection, branch-free.
+"""The AdamP/SGDP projection, in the paper's order: channel test, layer test, coefficients,
+weight-decay ratio.
 
-The official code tests the channel view, then the layer view, with Python
-``if``s on array values. Here both tests are computed as arrays from one set of
-per-row sums, and the outcome is selected with ``xp.where``: no host sync, and
-the code traces under ``jax.jit`` and ``torch.compile``.
+A weight ``w`` (``ndim >= 2``) has output channels ``w_i`` along its ``channel_axis`` (0 in
+PyTorch's layouts and the official code, -1 in Flax's and Haiku's). With its gradient ``g``
+and the update direction ``u``:
 
-For a weight ``w`` of shape ``(rows, ...)`` viewed as ``(rows, fan)`` with the
-gradient ``g`` and the update direction ``u``, the tests need the per-row sums
-``<w,w>``, ``<g,g>`` and ``<w,g>``; the layer-view sums are the sums of these
-rows, so the layer test costs no second pass over memory. The coefficients then
-need ``<w,u>``, and only where a view fired: a namespace that can skip work
-(:func:`~adamp_core.kernels.compute_if`, JAX) reads ``u`` only then.
+1. channel test: the channel view fires when ``max_i |cos(g_i, w_i)| < delta / sqrt(fan)``,
+   ``fan`` being the size of one channel;
+2. layer test: otherwise the layer view fires when ``|cos(g, w)| < delta / sqrt(size)``;
+3. coefficients: where a view fired, ``u -= w_hat <w_hat, u>`` with ``w_hat = w / (|w|+eps)``
+   per channel (channel view) or for the whole weight (layer view), that is
+   ``u -= coef * w`` with ``coef = <w, u> / (|w|+eps)^2``;
+4. weight-decay ratio: ``r = wd_ratio`` where a view fired, else 1.
+
+The cosine is ``torch.nn.functional.cosine_similarity``'s:
+``<x, y> / (max(|x|, eps) * max(|y|, eps))``. Both tests are computed from one set of
+per-channel sums (the layer sums are their sums) and the outcome is selected with
+``xp.where``: no Python branch on array values, so no host sync, and the code traces under
+``jax.jit`` and ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -20,18 +27,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .kernels import compute_if, row_dots
-from .namespace import compute_dtype, full_like_scalar, namespace_of, small_array_device
+from .namespace import compute_dtype, namespace_of, small_array_device
 
 __all__ = [
     "CHANNEL",
     "LAYER",
     "NONE",
     "Projection",
-    "RowSums",
+    "channel_view_shape",
+    "normalize_axis",
     "project",
     "projection",
-    "projection_from_sums",
-    "row_sums",
 ]
 
 Array = Any
@@ -40,162 +46,91 @@ Array = Any
 NONE, CHANNEL, LAYER = 0, 1, 2
 
 
-class RowSums(NamedTuple):
-    """Per-output-channel sums of a weight viewed as ``(rows, fan)``, each ``(rows,)``."""
-
-    ww: Array  #: ``<w_i, w_i>``
-    gg: Array  #: ``<g_i, g_i>``
-    wg: Array  #: ``<w_i, g_i>``
-    wu: Array  #: ``<w_i, u_i>``
-
-
 class Projection(NamedTuple):
     """What the projection decided for one weight.
 
-    ``coef`` has shape ``(rows, 1, ..., 1)`` (``param.ndim`` dimensions) and the
-    compute dtype: the radial component of the update is ``coef * param``, so
-    the projected update is ``update - coef * param`` (see :func:`project`).
-    ``coef`` is zero where nothing is projected.
+    ``coef`` has ``param.ndim`` dimensions, all 1 but the channel axis (``rows`` long),
+    and the compute dtype: the radial component of the update is ``coef * param``, so
+    the projected update is ``update - coef * param`` (see :func:`project`). ``coef`` is
+    zero where nothing is projected.
     """
 
-    #: ``(rows, 1, ..., 1)``: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel), ``<w,u>/(|w|+eps)^2`` (layer)
+    #: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel view) or ``<w,u>/(|w|+eps)^2`` (layer view)
     coef: Array
     ratio: Array  #: 0-d; ``wd_ratio`` if projected, else 1: the weight-decay multiplier
     branch: Array  #: 0-d int32: :data:`NONE`, :data:`CHANNEL` or :data:`LAYER`
-    #: 0-d: the deciding ``|cos|``: the channel max if channel fired, else the layer
-    #: cosine; NaN where nothing was tested (``ndim < 2`` or empty)
+    #: 0-d: the deciding ``|cos|``: the channel maximum if the channel view fired, else
+    #: the layer cosine; NaN where nothing was tested (``ndim < 2`` or empty)
     cosine: Array
 
 
-def _rows(x: Array, xp: Any, dtype: Any) -> Array:
-    x = xp.reshape(x, (x.shape[0], -1))
+def normalize_axis(channel_axis: int, ndim: int) -> int:
+    """``channel_axis`` in ``[0, ndim)`` (negative values count from the end).
+
+    Raises:
+      ValueError: the axis does not exist for ``ndim`` dimensions.
+    """
+    if not -ndim <= channel_axis < ndim:
+        raise ValueError(f"channel_axis {channel_axis} is out of range for a {ndim}-D weight")
+    return channel_axis % ndim
+
+
+def channel_view_shape(shape: tuple[int, ...], channel_axis: int | None = 0) -> tuple[int, ...]:
+    """The 2-D shape in which a weight of ``shape`` is tested: ``(rows, fan)`` for channels
+    first, ``(fan, rows)`` for channels last; ``shape`` itself for fewer than 2 dimensions,
+    a channel axis in the middle (tested in its own shape) or none (never tested)."""
+    if len(shape) < 2 or channel_axis is None:
+        return tuple(shape)
+    axis = normalize_axis(channel_axis, len(shape))
+    if axis == 0:
+        return (shape[0], math.prod(shape[1:]))
+    if axis == len(shape) - 1:
+        return (math.prod(shape[:-1]), shape[-1])
+    return tuple(shape)
+
+
+def _channel_dots(x: Array, y: Array, axis: int, xp: Any) -> Array:
+    """``<x_i, y_i>`` per channel ``i`` of ``axis``, shape ``(rows,)``."""
+    if x.ndim == 2:
+        return xp.vecdot(x, y, axis=_summed_axis(axis))
+    rest = tuple(a for a in range(x.ndim) if a != axis)
+    return xp.sum(x * y, axis=rest)
+
+
+def _summed_axis(channel_axis: int) -> int:
+    """The axis summed over in the 2-D view: -1 for ``(rows, fan)``, -2 for ``(fan, rows)``."""
+    return -1 if channel_axis == 0 else -2
+
+
+def _in_view(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
+    x = xp.reshape(x, channel_view_shape(tuple(x.shape), axis))
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
-def row_sums(param: Array, grad: Array, update: Array, *, xp: Any = None) -> RowSums:
-    """The four per-row dot products the projection needs, in one pass.
-
-    Args:
-      param, grad, update: arrays of one shape ``(rows, ...)`` with ``ndim >= 2``.
-      xp: the namespace to use (default: the arrays'); pass
-        :func:`~adamp_core.namespace.with_overrides` output to swap ``vecdot``.
-
-    Returns:
-      :class:`RowSums` of shape ``(rows,)`` in the compute dtype (float32 for
-      float16/bfloat16 inputs).
-    """
-    xp = namespace_of(param, grad, update) if xp is None else xp
-    dtype = compute_dtype(param.dtype, xp)
-    w, g, u = (_rows(a, xp, dtype) for a in (param, grad, update))
-    return RowSums(*row_dots(w, g, xp=xp), xp.vecdot(w, u))
-
-
-def _abs_cosine(wg: Array, ww: Array, gg: Array, eps: Array, xp: Any) -> Array:
+def _abs_cosine(wg: Array, ww: Array, gg: Array, eps: float | Array, xp: Any) -> Array:
     # torch.nn.functional.cosine_similarity: <x,y> / (max(|x|, eps) * max(|y|, eps))
-    return xp.abs(wg) / (xp.maximum(xp.sqrt(ww), eps) * xp.maximum(xp.sqrt(gg), eps))
+    return xp.abs(wg) / (_at_least(xp.sqrt(ww), eps, xp) * _at_least(xp.sqrt(gg), eps, xp))
 
 
-def projection_from_sums(
-    sums: RowSums,
-    shape: tuple[int, ...],
-    *,
-    delta: float | Array,
-    wd_ratio: float | Array,
-    eps: float | Array,
-    xp: Any = None,
-) -> Projection:
-    """Decide the branch and the projection coefficients from :class:`RowSums`.
-
-    Follows ``adamp`` 0.3.0: the channel view fires when
-    ``max_i |cos(g_i, w_i)| < delta / sqrt(fan)`` with ``fan = prod(shape[1:])``;
-    otherwise the layer view fires when ``|cos(g, w)| < delta / sqrt(size)``;
-    otherwise nothing is projected. Both tests are computed; ``xp.where`` picks.
-
-    Args:
-      sums: per-row sums of a weight of ``shape`` (``ndim >= 2``, size > 0).
-      shape: the weight's shape.
-      delta, wd_ratio, eps: Python floats or 0-d arrays.
-    """
-    xp = namespace_of(sums.ww) if xp is None else xp
-    tests = _tests(sums.ww, sums.gg, sums.wg, shape, delta=delta, eps=eps, xp=xp)
-    return _decided(tests, _coefficients(tests, sums.wu, xp), shape, wd_ratio=wd_ratio, xp=xp)
+def _at_least(x: Array, bound: float | Array, xp: Any) -> Array:
+    return xp.clip(x, min=bound) if isinstance(bound, (int, float)) else xp.maximum(x, bound)
 
 
-class _Tests(NamedTuple):
-    channel: Array  #: 0-d bool: the channel view fires
-    layer: Array  #: 0-d bool: the layer view fires (and the channel view does not)
-    cosine: Array  #: 0-d: the deciding |cos| (see Projection.cosine)
-    ww: Array  #: (rows,): <w_i, w_i>
-    ww_layer: Array  #: 0-d: <w, w>
-    eps: Array  #: 0-d eps in the compute dtype
-
-
-def _tests(
-    ww: Array, gg: Array, wg: Array, shape: tuple, *, delta: Any, eps: Any, xp: Any
-) -> _Tests:
-    """The channel and layer tests from the three sums that do not involve the update."""
-    size = math.prod(shape)
-    eps_a = full_like_scalar(eps, ww, xp)
-    cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps_a, xp))
-    channel = cos_channel < delta / math.sqrt(size // shape[0])
-    # One reduction of the stacked row sums: summing each separately lets XLA fuse every
-    # layer sum back into its producer and re-read the whole weight for it.
-    layer_sums = xp.sum(xp.stack((ww, gg, wg)), axis=1)
-    ww_l, gg_l, wg_l = (layer_sums[i] for i in range(3))
-    cos_layer = _abs_cosine(wg_l, ww_l, gg_l, eps_a, xp)
-    layer = xp.logical_and(xp.logical_not(channel), cos_layer < delta / math.sqrt(size))
-    cosine = xp.where(channel, cos_channel, cos_layer)
-    return _Tests(channel, layer, cosine, ww, ww_l, eps_a)
-
-
-def _coefficients(tests: _Tests, wu: Array, xp: Any) -> Array:
-    """``(rows,)``: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel), ``<w,u>/(|w|+eps)^2`` (layer), or 0."""
-    # p_n = w / (|w| + eps);  u -= p_n * <p_n, u>  ==  u -= w * <w,u> / (|w| + eps)^2
-    coef_channel = wu / (xp.sqrt(tests.ww) + tests.eps) ** 2
-    # Summed with a copy of itself stacked: XLA rewrites a plain sum of the row sums into a
-    # sum over the whole weight, for which it stores and re-reads the product w * u.
-    wu_layer = xp.sum(xp.stack((wu, wu)), axis=1)[0]
-    coef_layer = wu_layer / (xp.sqrt(tests.ww_layer) + tests.eps) ** 2
-    zero = full_like_scalar(0.0, wu, xp)
-    return xp.where(tests.channel, coef_channel, xp.where(tests.layer, coef_layer, zero))
-
-
-def _decided(tests: _Tests, coef: Array, shape: tuple, *, wd_ratio: Any, xp: Any) -> Projection:
-    """The :class:`Projection` from the tests and the ``(rows,)`` coefficients."""
-    coef = xp.reshape(coef, (shape[0],) + (1,) * (len(shape) - 1))
-    projected = xp.logical_or(tests.channel, tests.layer)
-    one = full_like_scalar(1.0, tests.ww, xp)
-    ratio = xp.where(projected, full_like_scalar(wd_ratio, tests.ww, xp), one)
-    channel, layer = (xp.astype(t, xp.int32) for t in (tests.channel, tests.layer))
-    return Projection(coef, ratio, channel * CHANNEL + layer * LAYER, tests.cosine)
+def _radial_coefficient(wu: Array, ww: Array, eps: float | Array, xp: Any) -> Array:
+    """``<w,u> / (|w|+eps)^2``, divided twice by ``|w|+eps`` so that it overflows no sooner
+    than the official ``<w_hat, u>``; 0 where ``|w|`` overflowed (``w_hat`` is 0 there)."""
+    norm = xp.sqrt(ww) + eps
+    return xp.where(xp.isinf(norm), 0.0, wu / norm / norm)
 
 
 def _unprojected(param: Array, xp: Any) -> Projection:
-    dtype = compute_dtype(param.dtype, xp)
-    one = full_like_scalar(1.0, param, xp, dtype)
+    dtype, device = compute_dtype(param.dtype, xp), small_array_device(param)
     return Projection(
-        coef=xp.zeros((1,) * param.ndim, dtype=dtype, device=small_array_device(param)),
-        ratio=one,
-        branch=xp.astype(one, xp.int32) * NONE,
-        cosine=one * math.nan,
+        coef=xp.zeros((1,) * param.ndim, dtype=dtype, device=device),
+        ratio=xp.ones((), dtype=dtype, device=device),
+        branch=xp.full((), NONE, dtype=xp.int32, device=device),
+        cosine=xp.full((), math.nan, dtype=dtype, device=device),
     )
-
-
-def _shared_unprojected(fn: Any) -> Any:
-    """``fn`` that builds the constant, never-projected result once per dtype, device and
-    rank: in a list most arrays are biases and norm weights, and a fresh set of small
-    arrays for each costs more than their whole update. The results are only read."""
-    made: dict[Any, Projection] = {}
-
-    def one(param: Array, grad: Array, update: Array, *, xp: Any, **kwargs: Any) -> Projection:
-        if param.ndim >= 2 and math.prod(param.shape) > 0:
-            return fn(param, grad, update, xp=xp, **kwargs)
-        key = (param.dtype, getattr(param, "device", None), param.ndim)  # standard attribute
-        if key not in made:
-            made[key] = _unprojected(param, xp)
-        return made[key]
-
-    return one
 
 
 def projection(
@@ -206,59 +141,79 @@ def projection(
     delta: float | Array,
     wd_ratio: float | Array,
     eps: float | Array,
+    channel_axis: int | None = 0,
     xp: Any = None,
 ) -> Projection:
     """The projection of ``update`` for the weight ``param`` with gradient ``grad``.
 
-    If ``xp`` is a namespace over lists of arrays (it has ``map_arrays``, as the
-    PyTorch adapter's foreach namespace does), the projection of each element is
-    computed and the fields come back as lists.
+    Weights with fewer than 2 dimensions are never projected, nor are empty weights (the
+    official code crashes on those; here the result is the plain update), nor weights
+    whose ``channel_axis`` is ``None``. Only shapes
+    select code paths, never values.
 
-    Weights with fewer than 2 dimensions are never projected, nor are empty
-    weights (the official code crashes on those; here nothing is projected and
-    weight decay is not scaled, so the result is the plain update). The test
-    is branch-free on values; only shapes select code paths.
-
-    ``update`` is read only for ``<w_i, u_i>``, after both tests, and only where a view
-    fired if the namespace skips work (:func:`~adamp_core.kernels.compute_if`). It may be
-    a function of no arguments that returns it: under JAX the update is then computed
-    inside that branch, where XLA need not store it (an array computed outside would be).
+    ``update`` is read only for ``<w_i, u_i>``, after both tests. It may be a function of
+    no arguments that returns it: a namespace that can skip work
+    (:func:`~adamp_core.kernels.compute_if`) then calls it only where a view fired.
 
     Args:
       param, grad, update: arrays of one shape and dtype (``update`` or a function
-        returning it; not with a list namespace).
+        returning it).
       delta, wd_ratio, eps: Python floats or 0-d arrays (as in the configs).
-      xp: namespace override (see :func:`row_sums`).
+      channel_axis: the axis of the output channels (negative counts from the end), or
+        ``None``: never projected.
+      xp: the namespace (default: the arrays'); see
+        :func:`~adamp_core.namespace.with_overrides`.
 
     Returns:
       A :class:`Projection`; apply it with :func:`project`.
     """
-    xp = namespace_of(param, grad, update) if xp is None else xp
-    map_arrays = getattr(xp, "map_arrays", None)
-    if map_arrays is not None:  # a namespace whose arrays are lists of arrays (torch foreach)
-        return map_arrays(
-            _shared_unprojected(projection),
-            param,
-            grad,
-            update,
-            delta=delta,
-            wd_ratio=wd_ratio,
-            eps=eps,
+    xp = namespace_of(param, grad) if xp is None else xp
+    supplied = getattr(xp, "projection", None)
+    if supplied is not None:  # a namespace's own form (see adamp_core.kernels)
+        return supplied(
+            param, grad, update, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis
         )
-    if param.ndim < 2 or math.prod(param.shape) == 0:
+    shape = tuple(param.shape)
+    if len(shape) < 2 or math.prod(shape) == 0 or channel_axis is None:
         return _unprojected(param, xp)
-    shape, dtype = tuple(param.shape), compute_dtype(param.dtype, xp)
-    w, g = _rows(param, xp, dtype), _rows(grad, xp, dtype)
-    ww, gg, wg = row_dots(w, g, xp=xp)
-    tests = _tests(ww, gg, wg, shape, delta=delta, eps=eps, xp=xp)
+    axis = normalize_axis(channel_axis, len(shape))
+    dtype = compute_dtype(param.dtype, xp)
+    w, g = _in_view(param, axis, dtype, xp), _in_view(grad, axis, dtype, xp)
+    view_axis = axis if w.ndim > 2 else min(axis, 1)
+    rows, size = shape[axis], math.prod(shape)
 
-    def coef() -> Array:
-        u = _rows(update() if callable(update) else update, xp, dtype)
-        return _coefficients(tests, xp.vecdot(w, u), xp)
+    # Per output channel i: <w_i, w_i>, <g_i, g_i>, <w_i, g_i>, each (rows,)
+    if w.ndim == 2:
+        ww, gg, wg = row_dots(w, g, axis=_summed_axis(view_axis), xp=xp)
+    else:
+        ww, gg, wg = (_channel_dots(a, b, view_axis, xp) for a, b in ((w, w), (g, g), (w, g)))
 
-    projected = xp.logical_or(tests.channel, tests.layer)
-    coef_rows = compute_if(projected, coef, lambda: xp.zeros_like(ww), xp=xp)
-    return _decided(tests, coef_rows, shape, wd_ratio=wd_ratio, xp=xp)
+    # 1. Channel test: max_i |cos(g_i, w_i)| < delta / sqrt(fan)
+    cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps, xp))
+    channel = cos_channel < delta / math.sqrt(size // rows)
+
+    # 2. Layer test, where the channel test failed: |cos(g, w)| < delta / sqrt(size)
+    ww_layer = xp.sum(ww)
+    cos_layer = _abs_cosine(xp.sum(wg), ww_layer, xp.sum(gg), eps, xp)
+    layer = xp.logical_and(xp.logical_not(channel), cos_layer < delta / math.sqrt(size))
+    projected = xp.logical_or(channel, layer)
+
+    # 3. Coefficients: u - coef * w removes u's component along w_hat = w / (|w| + eps)
+    def coefficients() -> Array:
+        u = _in_view(update() if callable(update) else update, axis, dtype, xp)
+        wu = _channel_dots(w, u, view_axis, xp)
+        by_channel = _radial_coefficient(wu, ww, eps, xp)
+        by_layer = _radial_coefficient(xp.sum(wu), ww_layer, eps, xp)
+        return xp.where(channel, by_channel, xp.where(layer, by_layer, 0.0))
+
+    coef = compute_if(projected, coefficients, lambda: xp.zeros_like(ww), xp=xp)
+    coef = xp.reshape(coef, tuple(rows if a == axis else 1 for a in range(len(shape))))
+
+    # 4. Weight-decay ratio: wd_ratio where a view fired, else 1
+    fired = xp.astype(projected, dtype)  # 1.0 or 0.0: the ratio is exact either way
+    ratio = wd_ratio * fired + (1.0 - fired)
+    branch = xp.astype(channel, xp.int32) * CHANNEL + xp.astype(layer, xp.int32) * LAYER
+    return Projection(coef, ratio, branch, xp.where(channel, cos_channel, cos_layer))
 
 
 def project(update: Array, param: Array, proj: Projection, *, xp: Any = None) -> Array:

@@ -171,6 +171,7 @@ def step(
                 delta=config.delta,
                 wd_ratio=config.wd_ratio,
                 nesterov=config.nesterov,
+                channel_axis=config.channel_axis,
                 inplace=inplace,
                 xp=xp,
             )
@@ -187,6 +188,7 @@ def step(
                 eps=config.eps,
                 delta=config.delta,
                 wd_ratio=config.wd_ratio,
+                channel_axis=config.channel_axis,
                 inplace=inplace,
                 xp=xp,
             )

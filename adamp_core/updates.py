@@ -25,13 +25,12 @@ where ``coef`` and ``r`` come from :func:`~adamp_core.projection.projection`.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
 from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_, times
 from .namespace import compute_dtype, namespace_of
-from .projection import Projection, project, projection
+from .projection import Projection, channel_view_shape, normalize_axis, project, projection
 from .state import AdamPState, SGDPState
 
 __all__ = [
@@ -243,12 +242,15 @@ def apply_update(
 
 
 class _View:
-    """A parameter-shaped array in its state's ``(rows, fan)`` layout, and back (reshapes
-    only; the identity when the state has the parameter's shape)."""
+    """A parameter-shaped array in its state's layout, and back (reshapes only; the
+    identity when the state has the parameter's shape)."""
 
-    def __init__(self, shape: tuple, state_shape: tuple, xp: Any):
+    def __init__(self, shape: tuple, state_shape: tuple, channel_axis: int | None, xp: Any):
         self.shape, self.state_shape, self.xp = shape, state_shape, xp
         self.same = shape == state_shape
+        self.axis = channel_axis if self.same else normalize_axis(channel_axis, len(shape))
+        #: the channel axis in the state's layout: the same, or 0 / 1 of the 2-D view
+        self.channel_axis = self.axis if self.same else min(self.axis, 1)
 
     def __call__(self, x: Array) -> Array:
         return x if self.same else self.xp.reshape(x, self.state_shape)
@@ -257,27 +259,26 @@ class _View:
         return x if self.same else self.xp.reshape(x, self.shape)
 
     def projection(self, proj: Projection) -> Projection:
-        """``proj`` with ``coef`` shaped ``(rows, 1, ..., 1)`` for the parameter."""
+        """``proj``, computed in the state's layout, with ``coef`` shaped for the parameter."""
         if self.same:
             return proj
-        ones = (1,) * (len(self.shape) - 1)
-        return proj._replace(coef=self.xp.reshape(proj.coef, (self.shape[0], *ones)))
+        coef_shape = tuple(n if a == self.axis else 1 for a, n in enumerate(self.shape))
+        return proj._replace(coef=self.xp.reshape(proj.coef, coef_shape))
 
 
-def _state_view(param: Array, state_array: Array, xp: Any) -> _View:
-    """The state's layout: the parameter's shape, or ``(rows, fan)`` for a weight of 3 or
-    more dimensions (the Optax adapter's, where XLA on CPU reduces and updates faster).
-    A namespace over lists of arrays (``map_arrays``, PyTorch foreach) keeps the
-    parameters' shapes: the identity."""
-    if getattr(xp, "map_arrays", None) is not None:
-        return _View((), (), xp)
+def _state_view(param: Array, state_array: Array, channel_axis: int | None, xp: Any) -> _View:
+    """The state's layout: the parameter's shape or, for a weight of 3 or more dimensions,
+    the 2-D shape in which it is tested (:func:`~adamp_core.projection.channel_view_shape`)."""
     shape, state_shape = tuple(param.shape), tuple(state_array.shape)
-    if state_shape != shape and (len(shape) < 3 or state_shape != (shape[0], math.prod(shape[1:]))):
+    if state_shape == shape:
+        return _View(shape, shape, channel_axis, xp)
+    view_shape = channel_view_shape(shape, channel_axis)
+    if len(shape) < 3 or state_shape != view_shape:
         raise ValueError(
             f"state of shape {state_shape} for a parameter of shape {shape}: expected the "
-            "parameter's shape or its (rows, fan) view"
+            f"parameter's shape or {view_shape}"
         )
-    return _View(shape, state_shape, xp)
+    return _View(shape, state_shape, channel_axis, xp)
 
 
 def adamp_update(
@@ -293,6 +294,7 @@ def adamp_update(
     delta: Scalar,
     wd_ratio: Scalar,
     nesterov: bool,
+    channel_axis: int | None = 0,
     inplace: bool = False,
     xp: Any = None,
 ) -> tuple[Array, AdamPState, Projection]:
@@ -301,14 +303,14 @@ def adamp_update(
     Args:
       param, grad: arrays of one shape, dtype and device (real floating).
       state: the parameter's :class:`~adamp_core.state.AdamPState`. Its moments
-        have the parameter's shape or, for a weight of 3+ dimensions, its
-        ``(rows, fan)`` view ``(shape[0], prod(shape[1:]))``: the state math and
-        the projection then run in that layout and only the final update in the
-        parameter's (the Optax adapter's layout: XLA on CPU reduces 2-D rows
-        faster, and updates a donated weight in place only when the last pass
-        reads it in its own shape).
+        have the parameter's shape or, for a weight of 3+ dimensions, the 2-D shape
+        in which it is tested (:func:`~adamp_core.projection.channel_view_shape`):
+        the state math and the projection then run in that layout and only the
+        final update in the parameter's.
       lr, beta1, beta2, eps, weight_decay, delta, wd_ratio: floats or 0-d arrays.
       nesterov: Python bool.
+      channel_axis: the axis of the weight's output channels (0: PyTorch's layouts,
+        -1: Flax's), or ``None``: never projected.
       inplace: write ``param`` and ``state`` in place (they must be writable).
       xp: namespace override (see :func:`~adamp_core.namespace.with_overrides`).
 
@@ -320,7 +322,7 @@ def adamp_update(
       ValueError: moments of another shape than these two.
     """
     xp = namespace_of(param, grad) if xp is None else xp
-    view = _state_view(param, state.exp_avg, xp)
+    view = _state_view(param, state.exp_avg, channel_axis, xp)
     if inplace:
         step = state.step
         step += 1
@@ -335,7 +337,16 @@ def adamp_update(
     if _recomputes(xp, inplace):  # the same step, computed where the projection needs it
         update = partial(_adam_d, g, exp_avg, exp_avg_sq, step, **hyper, xp=xp)
     proj = view.projection(
-        projection(view(param), g, update, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+        projection(
+            view(param),
+            g,
+            update,
+            delta=delta,
+            wd_ratio=wd_ratio,
+            eps=eps,
+            channel_axis=view.channel_axis,
+            xp=xp,
+        )
     )
     decay = 1 - lr * weight_decay * proj.ratio
     d = view.back(d)
@@ -356,6 +367,7 @@ def sgdp_update(
     eps: Scalar,
     delta: Scalar,
     wd_ratio: Scalar,
+    channel_axis: int | None = 0,
     inplace: bool = False,
     xp: Any = None,
 ) -> tuple[Array, SGDPState, Projection]:
@@ -366,7 +378,7 @@ def sgdp_update(
     the next step, as in ``adamp`` 0.3.0.
     """
     xp = namespace_of(param, grad) if xp is None else xp
-    view = _state_view(param, state.momentum, xp)
+    view = _state_view(param, state.momentum, channel_axis, xp)
     w, g = view(param), view(grad)
     buf = sgd_momentum(
         g, state.momentum, momentum=momentum, dampening=dampening, inplace=inplace, xp=xp
@@ -385,7 +397,16 @@ def sgdp_update(
             )
             return sgd_direction(g, fresh, momentum=momentum, nesterov=nesterov)
 
-    rows_proj = projection(w, g, for_projection, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp)
+    rows_proj = projection(
+        w,
+        g,
+        for_projection,
+        delta=delta,
+        wd_ratio=wd_ratio,
+        eps=eps,
+        channel_axis=view.channel_axis,
+        xp=xp,
+    )
     proj = view.projection(rows_proj)
     decay = 1 - lr * weight_decay * proj.ratio / (1 - momentum)
     coef = proj.coef

@@ -23,22 +23,37 @@ __all__ = ["after", "anchor", "map_in_order", "namespace", "xp"]
 
 def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
     """The standard ``vecdot`` for real arrays as a fused multiply-reduce, which XLA on CPU
-    runs about 2x faster than ``jnp.vecdot``'s ``dot_general`` on weight-sized rows."""
-    return jnp.sum(x1 * x2, axis=axis)
+    runs faster than ``jnp.vecdot``'s ``dot_general`` on weight-sized rows.
+
+    Behind an optimization barrier: the core sums these row sums into layer sums, and XLA
+    rewrites a sum of row sums into one sum over the whole weight, which re-reads it (and
+    stores the product) instead of adding up a few numbers."""
+    return jax.lax.optimization_barrier(jnp.sum(x1 * x2, axis=axis))
 
 
 def _compute_if(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
-    """``jax.lax.cond``: the projection's ``<w_i, u_i>`` only where a view fired."""
-    return jax.lax.cond(pred, fn, placeholder)
+    """On CPU ``jax.lax.cond``: the projection's ``<w_i, u_i>`` only where a view fired.
+
+    Elsewhere ``fn()``: XLA:GPU runs a conditional by copying its predicate to the host
+    and waiting for it, a stream synchronization per weight, which costs far more there
+    than the reduction it would skip."""
+    return jax.lax.platform_dependent(
+        pred, cpu=lambda p: jax.lax.cond(p, fn, placeholder), default=lambda p: fn()
+    )
 
 
 def after(x: jax.Array, done: jax.Array | None) -> jax.Array:
-    """``x`` (an array >= 0) unchanged, but computed only once ``done`` is:
+    """``x`` (an array >= 0) unchanged, but computed only once ``done`` is, on CPU:
     ``max(x, -1 - isnan(done[0]))``, a data dependency that XLA cannot fold away (it folds
-    ``x + 0 * y``) and that costs one scalar op. ``done`` None: ``x`` itself."""
+    ``x + 0 * y``) and that costs one scalar op. ``done`` None, or another platform (where
+    such chains would stop XLA from merging small kernels): ``x`` itself."""
     if done is None:
         return x
-    return jnp.maximum(x, -1 - jnp.isnan(done.reshape(-1)[0]).astype(x.dtype))
+
+    def chained(x: jax.Array, done: jax.Array) -> jax.Array:
+        return jnp.maximum(x, -1 - jnp.isnan(done.reshape(-1)[0]).astype(x.dtype))
+
+    return jax.lax.platform_dependent(x, done, cpu=chained, default=lambda x, done: x)
 
 
 def _inner_length(fan: int) -> int | None:
@@ -61,12 +76,14 @@ def _row_dots_cpu(w: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax
     return tuple(jnp.sum(x, axis=(1, 2)) for x in lanes)
 
 
-def _row_dots_plain(w: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return _rowdot(w, w), _rowdot(g, g), _rowdot(w, g)
+def _row_dots_plain(
+    w: jax.Array, g: jax.Array, axis: int = -1
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return _rowdot(w, w, axis=axis), _rowdot(g, g, axis=axis), _rowdot(w, g, axis=axis)
 
 
 def _row_dots(
-    w: jax.Array, g: jax.Array, *, wait: jax.Array | None = None
+    w: jax.Array, g: jax.Array, *, axis: int = -1, wait: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:func:`adamp_core.kernels.row_dots` for ``(rows, fan)`` arrays, on CPU in one pass.
 
@@ -83,12 +100,14 @@ def _row_dots(
 
     ``wait``: an array this reduction must wait for (see :func:`map_in_order`); it
     multiplies ``w`` by one inside the fused kernel, so costs no pass.
+    ``axis``: -1 for ``(rows, fan)`` (the one-pass form's), -2 for ``(fan, rows)``.
     """
-    if _inner_length(w.shape[1]) is None or len(jax.devices("cpu")) > 1:
-        return _row_dots_plain(w, g)
+    if axis != -1 or _inner_length(w.shape[1]) is None or len(jax.devices("cpu")) > 1:
+        return _row_dots_plain(w, g, axis)
     if wait is not None:
         w = w * after(jnp.ones((), w.dtype), wait)
-    return jax.lax.platform_dependent(w, g, cpu=_row_dots_cpu, default=_row_dots_plain)
+    sums = jax.lax.platform_dependent(w, g, cpu=_row_dots_cpu, default=_row_dots_plain)
+    return jax.lax.optimization_barrier(sums)  # as in _rowdot
 
 
 #: ``jax.numpy`` with the faster row dot products: the namespace of the core calls that
@@ -117,9 +136,11 @@ def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
     return adamp_core.with_overrides(base, row_dots=partial(_row_dots, wait=wait.cosine))
 
 
-def anchor(param: jax.Array, proj: adamp_core.Projection) -> adamp_core.Projection | None:
+def anchor(
+    param: jax.Array, proj: adamp_core.Projection, channel_axis: int | None
+) -> adamp_core.Projection | None:
     """What the next leaf waits for: the projection of a weight that was tested, else None."""
-    return proj if param.ndim >= 2 and param.size else None
+    return proj if param.ndim >= 2 and param.size and channel_axis is not None else None
 
 
 def map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:

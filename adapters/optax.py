@@ -6,27 +6,33 @@ built, like ``optax.adamw``, by chaining a ``scale_by_*`` piece with
 (:func:`with_projection`) that adds it to any other optimizer. Every leaf is
 updated by the core's ``adamp_update``/``sgdp_update`` on ``jax.numpy`` arrays;
 this module only maps pytrees and turns "new parameters" into Optax "updates".
-"""
 
-from __future__ import annotations
+Output channels are on the **last** axis by default, as in Flax and Haiku kernels
+(``Conv`` ``(kh, kw, in, out)``, ``Dense`` ``(in, out)``); ``channel_axis`` sets it for
+other layouts (Equinox and PyTorch-style weights: 0).
+"""
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import adamp_core
+from adamp_core.projection import channel_view_shape
 from adamp_core.state import step_dtype
 
 from ._xla import after, anchor, map_in_order, namespace, xp
 
 __all__ = [
+    "LeafProjection",
     "ScaleByAdamPState",
     "ScaleBySGDPState",
     "WithProjectionState",
     "adamp",
+    "projection_info",
     "scale_by_adamp",
     "scale_by_sgdp",
     "sgdp",
@@ -34,6 +40,17 @@ __all__ = [
 ]
 
 MaskOrFn = Any | Callable[[optax.Params], Any] | None
+#: The output-channel axis of each leaf: one ``int``, ``"first"``, ``"last"`` or ``None``
+#: for every leaf, a pytree of them matching the params, or a function of the params
+#: returning such a pytree.
+ChannelAxisOrFn = int | str | None | Any | Callable[[optax.Params], Any]
+
+
+class LeafProjection(NamedTuple):
+    """What the last step's projection did to one leaf (arrays; read them after the step)."""
+
+    branch: jax.Array  #: 0-d int32: 0 none, 1 channel, 2 layer (``adamp_core.NONE`` ...)
+    cosine: jax.Array  #: 0-d: the deciding ``|cos(grad, w)|`` (NaN if not tested)
 
 
 class ScaleByAdamPState(NamedTuple):
@@ -42,29 +59,111 @@ class ScaleByAdamPState(NamedTuple):
     counts are all equal unless parameters join late, which a pytree cannot do)."""
 
     step: jax.Array  #: 0-d float array: steps taken (float64 if any leaf is, else float32)
-    exp_avg: optax.Updates  #: first moments; weights of 3+ dimensions as ``(rows, fan)``
+    exp_avg: optax.Updates  #: first moments; weights of 3+ dimensions in their 2-D view
     exp_avg_sq: optax.Updates  #: second moments, laid out as ``exp_avg``
+    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
 
 
 class ScaleBySGDPState(NamedTuple):
     """State of :func:`scale_by_sgdp`: per leaf, the (projected) momentum buffer."""
 
-    momentum: optax.Updates  #: like the params; weights of 3+ dimensions as ``(rows, fan)``
+    momentum: optax.Updates  #: like the params; weights of 3+ dimensions in their 2-D view
+    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
 
 
 class WithProjectionState(NamedTuple):
     """State of :func:`with_projection`: the wrapped transformation's state."""
 
     inner: optax.OptState
+    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
 
 
 def _validate(config_type: type, **kwargs: Any) -> None:
-    """ValueError for bad Python-number hyperparameters; arrays (``inject_hyperparams``) pass."""
-    concrete = {k: v for k, v in kwargs.items() if not isinstance(v, jax.Array)}
+    """ValueError for bad hyperparameters. Concrete arrays (``inject_hyperparams`` makes
+    arrays of numbers) are checked by value; traced ones, and the checks that involve them,
+    are left to the caller's values."""
+    concrete: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        values = value if name == "betas" else (value,)
+        if any(isinstance(v, jax.core.Tracer) for v in values):
+            continue
+        concrete[name] = value
+    if "momentum" not in concrete:  # nesterov's requirement cannot be checked
+        concrete.pop("nesterov", None)
     defaults = {"lr": 0.0} if config_type is adamp_core.SGDPConfig else {}
-    if "betas" in concrete and any(isinstance(b, jax.Array) for b in concrete["betas"]):
-        del concrete["betas"]
     config_type(**{**defaults, **concrete})
+
+
+def _learning_rate(learning_rate: optax.ScalarOrSchedule) -> None:
+    """ValueError for a learning rate that is a bad number; schedules are called only by
+    Optax (a schedule of a negative value is the caller's choice, as in ``optax.adamw``)."""
+    if not callable(learning_rate) and not isinstance(learning_rate, jax.core.Tracer):
+        adamp_core.AdamPConfig(lr=learning_rate)
+
+
+_AXIS_NAMES = {"first": 0, "last": -1}
+
+
+def _axis(value: Any) -> int | None:
+    """One leaf's channel axis: an int, ``"first"``, ``"last"`` or None."""
+    if isinstance(value, str) and value in _AXIS_NAMES:
+        return _AXIS_NAMES[value]
+    if isinstance(value, jax.core.Tracer):  # inject_hyperparams turned an int into an array
+        raise ValueError(
+            "channel_axis is traced: with optax.inject_hyperparams, give it as 'first' or "
+            "'last', or list it in static_args"
+        )
+    if isinstance(value, (jax.Array, np.ndarray)) and value.shape == ():
+        value = value.item()
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"channel_axis must be an int, 'first', 'last' or None, got {value!r}")
+    return value
+
+
+def _leaf_axes(channel_axis: ChannelAxisOrFn, params: Any) -> list[Any]:
+    """The channel axis of each leaf of ``params``, in ``jax.tree.leaves`` order."""
+    axes = channel_axis(params) if callable(channel_axis) else channel_axis
+    structure = jax.tree.structure(params)
+    if axes is None or isinstance(axes, (int, str, jax.Array, np.ndarray)):
+        return [_axis(axes)] * structure.num_leaves
+    try:
+        leaves = structure.flatten_up_to(axes)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"channel_axis must be an int, 'first', 'last', None, or a pytree of them like "
+            f"the params ({err})"
+        ) from None
+    return [_axis(leaf) for leaf in leaves]
+
+
+def _check_leaves(params: Any, name: str) -> None:
+    for path, p in jax.tree_util.tree_leaves_with_path(params):
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            where = jax.tree_util.keystr(path) or "the parameter"
+            raise TypeError(f"{name}: {where} has dtype {p.dtype}; it needs real floating params")
+
+
+def _zeros(p: Any, axis: int | None) -> jax.Array:
+    """Zeros in the state layout of leaf ``p`` (an array, a tracer or a ``ShapeDtypeStruct``)."""
+    view = channel_view_shape(tuple(p.shape), axis)
+    zeros = jnp.zeros_like(p)
+    return zeros if view == tuple(p.shape) else zeros.reshape(view)
+
+
+def _no_projection(p: Any) -> LeafProjection:
+    nan = jnp.asarray(jnp.nan, jnp.float64 if p.dtype == jnp.float64 else jnp.float32)
+    return LeafProjection(jnp.zeros((), jnp.int32), nan)
+
+
+def _leaf_projection(proj: adamp_core.Projection) -> LeafProjection:
+    cosine = proj.cosine if proj.cosine.dtype == jnp.float64 else proj.cosine.astype(jnp.float32)
+    return LeafProjection(proj.branch.astype(jnp.int32), cosine)
+
+
+def _map_leaves(params: Any, fn: Callable[..., Any], *trees: Any) -> Any:
+    structure = jax.tree.structure(params)
+    columns = [structure.flatten_up_to(t) for t in (params, *trees)]
+    return structure.unflatten([fn(*leaves) for leaves in zip(*columns)])
 
 
 def _need_params(params: Any, name: str) -> None:
@@ -82,16 +181,6 @@ def _decay_mask(mask: MaskOrFn, params: Any) -> Any:
     return mask(params) if callable(mask) else mask
 
 
-def _rows(x: jax.Array) -> jax.Array:
-    """A weight as ``(rows, fan)`` (others unchanged), the layout of the state: XLA on CPU
-    reduces and updates e.g. a ``(2048, 1024, 1, 1)`` 1x1-conv weight 5-8x faster in it than
-    in 4-D, and reshaping the moments back and forth every step made XLA copy them. The core
-    accepts the state in this layout and applies the final update in the weight's own shape,
-    which lets XLA update a donated weight in place (in ``(rows, fan)`` it copied every conv
-    weight once per step: ResNet-50 SGDP 4.0x -> 2.2x ``optax.sgd``)."""
-    return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-
-
 def _descent(new: jax.Array, param: jax.Array) -> jax.Array:
     """The update that ``scale_by_learning_rate`` turns into ``new - param`` at lr 1."""
     return param - new
@@ -106,6 +195,7 @@ def scale_by_adamp(
     wd_ratio: float = 0.1,
     nesterov: bool = False,
     mask: MaskOrFn = None,
+    channel_axis: ChannelAxisOrFn = "last",
 ) -> optax.GradientTransformationExtraArgs:
     """AdamP's update at unit learning rate, to chain with ``optax.scale_by_learning_rate``.
 
@@ -130,19 +220,19 @@ def scale_by_adamp(
     )
 
     def init_fn(params: optax.Params) -> ScaleByAdamPState:
+        _check_leaves(params, "scale_by_adamp")
         wide = any(p.dtype == jnp.float64 for p in jax.tree.leaves(params))
         step = jnp.zeros([], step_dtype(jnp.float64 if wide else jnp.float32, jnp))
-
-        def zeros(p):
-            return jnp.zeros_like(_rows(p))
-
-        return ScaleByAdamPState(step, jax.tree.map(zeros, params), jax.tree.map(zeros, params))
+        axes = _axes_tree(channel_axis, params)
+        moments = [_map_leaves(params, _zeros, axes) for _ in range(2)]
+        return ScaleByAdamPState(step, *moments, jax.tree.map(_no_projection, params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _need_params(params, "scale_by_adamp")
+        _check_leaves(params, "scale_by_adamp")
 
-        def leaf(wait, g, p, m, v, decays):
+        def leaf(wait, g, p, m, v, decays, axis):
             new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
@@ -155,9 +245,10 @@ def scale_by_adamp(
                 delta=delta,
                 wd_ratio=wd_ratio,
                 nesterov=nesterov,
+                channel_axis=axis,
                 xp=namespace(branch=p.ndim == 2, wait=wait),
             )
-            return _descent(new, p), s, anchor(p, proj)
+            return _descent(new, p), s, _leaf_projection(proj), anchor(p, proj, axis)
 
         out = map_in_order(
             leaf,
@@ -166,10 +257,11 @@ def scale_by_adamp(
             state.exp_avg,
             state.exp_avg_sq,
             _decay_mask(mask, params),
+            _axes_tree(channel_axis, params),
         )
-        new_updates, states = _unzip(out, updates, 2)
+        new_updates, states, projections = _unzip(out, updates, 3)
         _, exp_avg, exp_avg_sq = _unzip(states, updates, 3)
-        return new_updates, ScaleByAdamPState(state.step + 1, exp_avg, exp_avg_sq)
+        return new_updates, ScaleByAdamPState(state.step + 1, exp_avg, exp_avg_sq, projections)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -183,6 +275,7 @@ def scale_by_sgdp(
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     mask: MaskOrFn = None,
+    channel_axis: ChannelAxisOrFn = "last",
 ) -> optax.GradientTransformationExtraArgs:
     """SGDP's update at unit learning rate, to chain with ``optax.scale_by_learning_rate``.
 
@@ -202,13 +295,16 @@ def scale_by_sgdp(
     )
 
     def init_fn(params: optax.Params) -> ScaleBySGDPState:
-        return ScaleBySGDPState(jax.tree.map(lambda p: jnp.zeros_like(_rows(p)), params))
+        _check_leaves(params, "scale_by_sgdp")
+        buffers = _map_leaves(params, _zeros, _axes_tree(channel_axis, params))
+        return ScaleBySGDPState(buffers, jax.tree.map(_no_projection, params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _need_params(params, "scale_by_sgdp")
+        _check_leaves(params, "scale_by_sgdp")
 
-        def leaf(wait, g, p, buf, decays):
+        def leaf(wait, g, p, buf, decays, axis):
             new, s, proj = adamp_core.sgdp_update(
                 p,
                 g,
@@ -221,13 +317,21 @@ def scale_by_sgdp(
                 eps=eps,
                 delta=delta,
                 wd_ratio=wd_ratio,
+                channel_axis=axis,
                 xp=namespace(branch=True, wait=wait),
             )
-            return _descent(new, p), s.momentum, anchor(p, proj)
+            return _descent(new, p), s.momentum, _leaf_projection(proj), anchor(p, proj, axis)
 
-        out = map_in_order(leaf, updates, params, state.momentum, _decay_mask(mask, params))
-        new_updates, buffers = _unzip(out, updates, 2)
-        return new_updates, ScaleBySGDPState(buffers)
+        out = map_in_order(
+            leaf,
+            updates,
+            params,
+            state.momentum,
+            _decay_mask(mask, params),
+            _axes_tree(channel_axis, params),
+        )
+        new_updates, buffers, projections = _unzip(out, updates, 3)
+        return new_updates, ScaleBySGDPState(buffers, projections)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -242,6 +346,7 @@ def adamp(
     wd_ratio: float = 0.1,
     nesterov: bool = False,
     mask: MaskOrFn = None,
+    channel_axis: ChannelAxisOrFn = "last",
 ) -> optax.GradientTransformationExtraArgs:
     r"""AdamP (Heo et al., ICLR 2021): Adam that removes the radial component of the update
     of scale-invariant weights, so that momentum does not inflate their norm.
@@ -255,7 +360,8 @@ def adamp(
         u' = u - w <w,u> / (|w|+eps)^2   (projected weights only)
         w <- w (1 - lr wd r) - lr/(1-b1^t) u'
 
-    Step for step the official ``adamp.AdamP`` (PyTorch), including its details.
+    Step for step the official ``adamp.AdamP`` (PyTorch), including its details, once
+    the output channels are on the axis the official code uses (0).
 
     Args:
       learning_rate: a float or an Optax schedule; the decay uses the current rate.
@@ -267,18 +373,32 @@ def adamp(
       nesterov: Nesterov momentum.
       mask: a pytree of bools like the params, or a callable returning one: the leaves
         that get weight decay (as in ``optax.adamw``).
+      channel_axis: the axis of each weight's output channels: ``"last"`` (default,
+        -1) for Flax and Haiku kernels (``Conv`` ``(kh, kw, in, out)``, ``Dense``
+        ``(in, out)``), ``"first"`` (0) for PyTorch-style layouts (Equinox, ported PyTorch
+        weights), or any axis as an ``int``. One value for every leaf, ``None`` (never
+        projected), a pytree of them matching the params, or a function of the params
+        returning one (as ``mask``); per leaf, e.g.
+        ``lambda params: jax.tree.map(lambda p: "first" if p.ndim == 4 else "last", params)``.
+        With ``optax.inject_hyperparams``, give a name (``"first"``/``"last"``) or list
+        ``channel_axis`` (and a callable ``mask``) in ``static_args``.
 
     Returns:
       ``chain(scale_by_adamp(...), scale_by_learning_rate(learning_rate))``, an
-      ``optax.GradientTransformationExtraArgs``. ``update`` needs ``params``.
+      ``optax.GradientTransformationExtraArgs``. ``update`` needs ``params``. The
+      state records each leaf's last projection (:func:`projection_info`).
+
+    Raises:
+      ValueError: for a bad hyperparameter (as :class:`adamp_core.AdamPConfig`).
+      TypeError: in ``init``/``update``, for a leaf that is not real floating point.
 
     Example:
       >>> import jax.numpy as jnp, optax
       >>> from adapters.optax import adamp
-      >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(4)}
+      >>> params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
       >>> opt = adamp(1e-3, weight_decay=1e-2)
       >>> state = opt.init(params)
-      >>> grads = {"w": jnp.full((4, 3), 0.1), "b": jnp.ones(4)}
+      >>> grads = {"w": jnp.full((3, 4), 0.1), "b": jnp.ones(4)}
       >>> updates, state = opt.update(grads, state, params)
       >>> params = optax.apply_updates(params, updates)
 
@@ -286,8 +406,9 @@ def adamp(
       Heo et al., `AdamP: Slowing Down the Slowdown for Momentum Optimizers on
       Scale-invariant Weights <https://arxiv.org/abs/2006.08217>`_, ICLR 2021.
     """
+    _learning_rate(learning_rate)
     return optax.chain(
-        scale_by_adamp(b1, b2, eps, weight_decay, delta, wd_ratio, nesterov, mask),
+        scale_by_adamp(b1, b2, eps, weight_decay, delta, wd_ratio, nesterov, mask, channel_axis),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -302,6 +423,7 @@ def sgdp(
     delta: float = 0.1,
     wd_ratio: float = 0.1,
     mask: MaskOrFn = None,
+    channel_axis: ChannelAxisOrFn = "last",
 ) -> optax.GradientTransformationExtraArgs:
     """SGDP (Heo et al., ICLR 2021): SGD with momentum and the AdamP projection.
 
@@ -310,19 +432,30 @@ def sgdp(
     ``w <- w (1 - lr wd r / (1-momentum)) - lr u'``. Step for step the official
     ``adamp.SGDP``.
 
-    Args: as :func:`adamp`, with ``momentum`` in ``[0, 1)`` and ``dampening`` in ``[0, 1]``.
+    Args:
+      learning_rate, weight_decay, eps, delta, wd_ratio, mask, channel_axis: as in
+        :func:`adamp` (``channel_axis`` defaults to ``"last"``, Flax's and Haiku's layout).
+      momentum: in ``[0, 1)``.
+      dampening: in ``[0, 1]``.
+      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
 
     Returns:
       ``chain(scale_by_sgdp(...), scale_by_learning_rate(learning_rate))``.
     """
+    _learning_rate(learning_rate)
     return optax.chain(
-        scale_by_sgdp(momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio, mask),
+        scale_by_sgdp(
+            momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio, mask, channel_axis
+        ),
         optax.scale_by_learning_rate(learning_rate),
     )
 
 
 def with_projection(
-    inner: optax.GradientTransformation, delta: float = 0.1, eps: float = 1e-8
+    inner: optax.GradientTransformation,
+    delta: float = 0.1,
+    eps: float = 1e-8,
+    channel_axis: ChannelAxisOrFn = "last",
 ) -> optax.GradientTransformationExtraArgs:
     """Add the AdamP projection to any Optax optimizer.
 
@@ -332,12 +465,14 @@ def with_projection(
     with the learning rate: wrap a whole optimizer such as ``optax.lion(1e-4)``. Note that
     weight decay inside ``inner`` is radial, so it is projected away on those weights;
     chain ``optax.add_decayed_weights`` outside the wrapper to keep it, or use
-    :func:`adamp`/:func:`sgdp` for the ``wd_ratio`` semantics.
+    :func:`adamp`/:func:`sgdp` for the ``wd_ratio`` semantics. ``channel_axis`` as in
+    :func:`adamp`.
     """
     _validate(adamp_core.AdamPConfig, eps=eps, delta=delta)
 
     def init_fn(params):
-        return WithProjectionState(inner.init(params))
+        _check_leaves(params, "with_projection")
+        return WithProjectionState(inner.init(params), jax.tree.map(_no_projection, params))
 
     def update_fn(updates, state, params=None, **extra_args):
         _need_params(params, "with_projection")
@@ -345,16 +480,62 @@ def with_projection(
             updates, state.inner, params, **extra_args
         )
 
-        def leaf(wait, u, g, p):
-            shape, (u, g, p) = p.shape, (_rows(a) for a in (u, g, p))
+        def leaf(wait, u, g, p, axis):
             ns = namespace(branch=False, wait=wait)
-            proj = adamp_core.projection(p, g, u, delta=delta, wd_ratio=1.0, eps=eps, xp=ns)
-            return (adamp_core.project(u, p, proj, xp=xp).reshape(shape), anchor(p, proj))
+            proj = adamp_core.projection(
+                p, g, u, delta=delta, wd_ratio=1.0, eps=eps, channel_axis=axis, xp=ns
+            )
+            projected = adamp_core.project(u, p, proj, xp=xp)
+            return projected, _leaf_projection(proj), anchor(p, proj, axis)
 
-        projected = _unzip(map_in_order(leaf, inner_updates, updates, params), updates, 1)[0]
-        return projected, WithProjectionState(inner_state)
+        out = map_in_order(leaf, inner_updates, updates, params, _axes_tree(channel_axis, params))
+        projected, projections = _unzip(out, updates, 2)
+        return projected, WithProjectionState(inner_state, projections)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def projection_info(state: optax.OptState, params: optax.Params) -> list[dict[str, Any]]:
+    """Per leaf, which branch the last step's projection took and the cosine that decided it.
+
+    Reads the :class:`LeafProjection` records kept in the state of :func:`adamp`,
+    :func:`sgdp` or :func:`with_projection` (anywhere in a chain), so the jitted step itself
+    never waits for them; this call copies them to the host (one transfer, on request).
+
+    Args:
+      state: the optimizer state after a step.
+      params: the params (for the leaves' paths and shapes).
+
+    Returns:
+      One dict per leaf: ``path`` (``jax.tree_util.keystr``), ``shape``, ``branch``
+      (``"channel"``, ``"layer"`` or ``"none"``) and ``cosine`` (NaN if not tested).
+    """
+    kinds = (ScaleByAdamPState, ScaleBySGDPState, WithProjectionState)
+    found = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kinds))
+        if isinstance(s, kinds)
+    ]
+    if not found:
+        raise ValueError("no AdamP/SGDP projection state in this optimizer state")
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    records = jax.tree.structure(params).flatten_up_to(found[-1].projection)
+    values = jax.device_get([(r.branch, r.cosine) for r in records])
+    names = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
+    return [
+        dict(
+            path=jax.tree_util.keystr(path),
+            shape=tuple(p.shape),
+            branch=names[int(b)],
+            cosine=float(c),
+        )
+        for (path, p), (b, c) in zip(leaves, values, strict=True)
+    ]
+
+
+def _axes_tree(channel_axis: ChannelAxisOrFn, params: Any) -> Any:
+    """The per-leaf channel axes as a pytree of the params' structure."""
+    return jax.tree.structure(params).unflatten(_leaf_axes(channel_axis, params))
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple[Any, ...]:

@@ -83,11 +83,11 @@ def run(workload: str, rounds: int) -> list[Result]:
     lr = 1e-6 if PROJECTED else 1.0
     optimizers = {
         "optax.adamw": optax.adamw(lr * 1e-3, weight_decay=1e-2),
-        "adapters.optax.adamp": adamp(lr * 1e-3, weight_decay=1e-2),
+        "adapters.optax.adamp": adamp(lr * 1e-3, weight_decay=1e-2, channel_axis=0),
         "optax.sgd momentum": optax.chain(
             optax.add_decayed_weights(1e-4), optax.sgd(lr * 0.1, momentum=0.9)
         ),
-        "adapters.optax.sgdp": sgdp(lr * 0.1, momentum=0.9, weight_decay=1e-4),
+        "adapters.optax.sgdp": sgdp(lr * 0.1, momentum=0.9, weight_decay=1e-4, channel_axis=0),
     }
     runs, first, boxes = {}, {}, {}
     for name, opt in optimizers.items():

@@ -101,7 +101,8 @@ def run_jax(kind: str, hyper: dict, data, steps: int, on_step: Callable) -> None
     x, y, w = jnp.asarray(data[0]), jnp.asarray(data[1]), jnp.asarray(data[2])
     h = dict(hyper)
     lr = h.pop("lr")
-    opt = adamp(lr, **h) if kind == "adamp" else sgdp(lr, **h)
+    # w is (classes, features), PyTorch's layout: output channels on axis 0
+    opt = adamp(lr, **h, channel_axis=0) if kind == "adamp" else sgdp(lr, **h, channel_axis=0)
 
     def loss_fn(w):
         logits = SCALE * x @ (w / jnp.linalg.norm(w, axis=1, keepdims=True)).T

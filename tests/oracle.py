@@ -30,7 +30,7 @@ SGDP_OPTIONS = [
 def official(config: ac.AdamPConfig | ac.SGDPConfig, params: list[torch.nn.Parameter]) -> Any:
     import adamp
 
-    kwargs = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    kwargs = {n: getattr(config, n) for n in config.__dataclass_fields__ if n != "channel_axis"}
     cls = adamp.AdamP if isinstance(config, ac.AdamPConfig) else adamp.SGDP
     return cls(params, **kwargs)
 

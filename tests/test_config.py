@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import math
 
+import numpy as np
 import pytest
 
 import adamp_core as ac
@@ -17,7 +18,10 @@ def test_signatures_match_official():
     for ours, theirs in ((ac.AdamPConfig, adamp.AdamP), (ac.SGDPConfig, adamp.SGDP)):
         official = list(inspect.signature(theirs.__init__).parameters.values())[2:]
         mine = list(inspect.signature(ours).parameters.values())
-        assert [p.name for p in mine] == [p.name for p in official]
+        positional = [p for p in mine if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert [p.name for p in positional] == [p.name for p in official]
+        # our one addition is keyword-only, so official positional calls mean the same
+        assert [p.name for p in mine if p not in positional] == ["channel_axis"]
         for a, b in zip(mine, official):
             if a.name == "lr" and ours is ac.SGDPConfig:
                 assert a.default is inspect.Parameter.empty  # required, as torch's `required`
@@ -60,6 +64,9 @@ BAD_SGDP = [
     ("delta", dict(lr=0.1, delta=-1.0)),
     ("wd_ratio", dict(lr=0.1, wd_ratio=-0.1)),
     ("nesterov", dict(lr=0.1, nesterov=True)),  # without momentum
+    ("nesterov", dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True)),  # as torch's SGD
+    ("lr", dict(lr=np.array([0.1, 0.2]))),  # two elements: not a learning rate
+    ("channel_axis", dict(lr=0.1, channel_axis=1.0)),
 ]
 
 
@@ -81,5 +88,27 @@ def test_sgdp_config_rejects(name, kwargs):
 
 def test_edges_accepted():
     ac.AdamPConfig(lr=0.0, betas=(0.0, 0.0), eps=0.0, delta=0.0, wd_ratio=0.0)
-    ac.SGDPConfig(lr=0.0, momentum=0.99, dampening=1.0, nesterov=True)
+    ac.SGDPConfig(lr=0.0, momentum=0.99, dampening=1.0)
+    ac.SGDPConfig(lr=0.0, momentum=0.99, nesterov=True)
     assert ac.AdamPConfig(betas=[0.9, 0.99]).betas == (0.9, 0.99)
+
+
+def test_numpy_scalars_and_one_element_arrays_are_numbers():
+    """torch.optim and Optax accept NumPy scalars and 0-d tensors; so do the configs, which
+    store Python floats (a float64 NumPy scalar would otherwise promote float32 arrays)."""
+    torch = pytest.importorskip("torch")
+    cfg = ac.AdamPConfig(
+        lr=np.float32(0.5),
+        betas=(torch.tensor(0.8, dtype=torch.float64), np.float64(0.99)),
+        weight_decay=np.int64(0),
+        eps=torch.tensor([[1e-6]], dtype=torch.float64),
+    )
+    assert (cfg.lr, cfg.betas, cfg.weight_decay, cfg.eps) == (0.5, (0.8, 0.99), 0.0, 1e-6)
+    assert all(type(v) is float for v in (cfg.lr, *cfg.betas, cfg.weight_decay, cfg.eps))
+    assert (
+        ac.SGDPConfig(lr=torch.tensor(0.1, dtype=torch.float64), momentum=np.float16(0.5)).lr == 0.1
+    )
+    with pytest.raises(ValueError, match="lr must be a real number or a one-element array"):
+        ac.SGDPConfig(lr=torch.ones(2))
+    with pytest.raises(ValueError, match="lr must be a real number"):
+        ac.AdamPConfig(lr=torch.tensor(1e-3 + 1j))

@@ -38,7 +38,8 @@ SHAPES = {
 
 
 def _ours(kind, options, **extra):
-    o = dict(options)
+    """Our optimizer with the official options; the weights are in PyTorch's layout."""
+    o = dict(options) | {"channel_axis": extra.pop("channel_axis", 0)}
     lr = o.pop("lr")
     if kind == "adamp":
         b1, b2 = o.pop("betas", (0.9, 0.999))
@@ -177,9 +178,9 @@ def test_state_is_arrays_and_jit_traces_once():
 
 SHAPES_NO_STEP = [(64, 128), (64, 8, 4, 4)]
 OPTIMIZERS = {
-    "adamp": lambda: adamp(1e-3, weight_decay=1e-2),
-    "sgdp": lambda: sgdp(0.1, momentum=0.9),
-    "sgdp nesterov": lambda: sgdp(0.1, momentum=0.9, nesterov=True),
+    "adamp": lambda: adamp(1e-3, weight_decay=1e-2, channel_axis=0),
+    "sgdp": lambda: sgdp(0.1, momentum=0.9, channel_axis=0),
+    "sgdp nesterov": lambda: sgdp(0.1, momentum=0.9, nesterov=True, channel_axis=0),
 }
 
 
@@ -380,7 +381,7 @@ SHARDING_SCRIPT = textwrap.dedent(
               "dense": rng.standard_normal((32, 64)).astype(np.float32),
               "bias": rng.standard_normal(32).astype(np.float32)}
     specs = {"conv": P("data", "model"), "dense": P(None, "data"), "bias": P("model")}
-    for opt in (adamp(1e-2, weight_decay=0.1), sgdp(0.1, momentum=0.9, weight_decay=1e-2)):
+    for opt in (adamp(1e-2, weight_decay=0.1, channel_axis=0), sgdp(0.1, momentum=0.9, weight_decay=1e-2, channel_axis=0)):
         def train(params, n=4):
             state = opt.init(params)
             step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s))(*opt.update(g, s, p)))

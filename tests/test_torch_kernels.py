@@ -13,7 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import array_api_compat.torch as plain  # noqa: E402
+import numpy as np  # noqa: E402
 
+import adamp_core  # noqa: E402
 from adamp_core import kernels  # noqa: E402
 from adamp_core.updates import adam_step  # noqa: E402
 from adapters.torch.foreach import TensorList, namespace  # noqa: E402
@@ -62,7 +64,13 @@ CALLS = {
 def test_every_replaceable_kernel_is_checked_here():
     # compute_if and row_dots have no torch form: the Optax adapter's (lax.cond, one variadic
     # reduction) are tested with it, in test_optax_adapter.py
-    assert set(kernels.REPLACEABLE) == {*CALLS, "adam_step_", "compute_if", "row_dots"}
+    assert set(kernels.REPLACEABLE) == {
+        *CALLS,
+        "adam_step_",
+        "compute_if",
+        "row_dots",
+        "projection",  # the foreach namespace's: test_foreach_projection_matches_the_core
+    }
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
@@ -98,6 +106,30 @@ def test_vecdot_matches_the_core(shape, ns):
     w, g, u = _tensors(shape, 3)
     for x1, x2 in [(w, g), (w, u), (w, w), (g, u)]:  # the workspace is reused across calls
         close(xp.vecdot(x1, x2), plain.vecdot(x1, x2))
+        if x1.ndim == 2:  # channels last: (fan, rows) summed over the fan
+            close(xp.vecdot(x1, x2, axis=-2), plain.vecdot(x1, x2, axis=-2))
+
+
+@pytest.mark.parametrize("mode", ["random", "channel", "layer"])
+def test_foreach_projection_matches_the_core(mode):
+    """The foreach namespace's projection is the core's, element by element, and hands out
+    the never-projected result of 1-D tensors (cached) with the same values."""
+    from oracle import forced_grad
+
+    rng = np.random.default_rng(3)
+    shapes = [(6, 3, 2, 2), (5,), (4, 7), (5,), (0, 3)]
+    ws = [rng.standard_normal(s) for s in shapes]
+    gs = [forced_grad(w, mode, rng) for w in ws]
+    us = [rng.standard_normal(s) for s in shapes]
+    lists = [TensorList([torch.from_numpy(a) for a in arrays]) for arrays in (ws, gs, us)]
+    hyper = dict(delta=0.1, wd_ratio=0.3, eps=1e-8)
+    for _ in range(2):  # the second call reads the cached constants
+        got = namespace.projection(*lists, **hyper)
+        for i in range(len(shapes)):
+            elements = (tl.tensors[i] for tl in lists)
+            expected = adamp_core.projection(*elements, **hyper, xp=element_namespace())
+            for field, e in zip(got, expected, strict=True):
+                np.testing.assert_array_equal(field.tensors[i].numpy(), e.numpy())
 
 
 def _adam_inputs(shape, seed):

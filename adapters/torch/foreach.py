@@ -5,15 +5,16 @@ operators (``m *= beta1``, ``m += (1 - beta1) * g``, ...). Handing them
 :class:`TensorList` values and :data:`namespace` runs exactly that code over a
 whole parameter group with one multi-tensor kernel per operator: the math stays
 in the core, and this module only maps operators to kernels. The projection is
-mapped per tensor (:meth:`ForeachNamespace.map_arrays`) with the core's own
-function.
+the core's own function, run per tensor (:meth:`ForeachNamespace.projection`).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
+
+import adamp_core
 
 from .kernels import element_namespace, fused_adam_step
 
@@ -39,6 +40,11 @@ class TensorList:
     @property
     def dtype(self) -> torch.dtype:
         return self.tensors[0].dtype
+
+    @property
+    def shape(self) -> tuple[tuple[int, ...], ...]:
+        """The elements' shapes (equal for a parameter list and its state)."""
+        return tuple(tuple(t.shape) for t in self.tensors)
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -112,7 +118,9 @@ class ForeachNamespace:
         return TensorList(torch._foreach_sqrt(x.tensors))
 
     @staticmethod
-    def astype(x: TensorList, dtype: torch.dtype) -> TensorList:
+    def astype(x: TensorList | torch.Tensor, dtype: torch.dtype) -> TensorList | torch.Tensor:
+        if isinstance(x, torch.Tensor):  # a 0-d hyperparameter shared by the list
+            return x.to(dtype)
         return TensorList([t.to(dtype) for t in x.tensors])
 
     # adamp_core.kernels over whole lists: the same values, no list-sized temporaries
@@ -151,15 +159,27 @@ class ForeachNamespace:
         out = fused_adam_step(grad.tensors, exp_avg.tensors, exp_avg_sq.tensors, step.tensors, **h)
         return None if out is None else TensorList(out)
 
-    @staticmethod
-    def map_arrays(fn: Any, *lists: TensorList, **kwargs: Any) -> Any:
-        """``fn`` on each element (with the per-tensor namespace); a NamedTuple of lists back."""
-        results = [
-            fn(*(tl.tensors[i] for tl in lists), **kwargs, xp=_ELEMENTS)
-            for i in range(len(lists[0]))
-        ]
-        kind: type[NamedTuple] = type(results[0])
-        return kind(*(TensorList(list(field)) for field in zip(*results, strict=True)))
+    def __init__(self) -> None:
+        self._never_projected: dict[tuple[Any, ...], adamp_core.Projection] = {}
+
+    def projection(
+        self, param: TensorList, grad: TensorList, update: TensorList, **kwargs: Any
+    ) -> adamp_core.Projection:
+        """The core's projection of each element; a Projection of TensorLists back.
+
+        Most elements of a list are biases and norm weights, never projected: their
+        constant result is made once per dtype, device and rank and only read.
+        """
+        results = []
+        for p, g, u in zip(param.tensors, grad.tensors, update.tensors, strict=True):
+            tested = p.ndim >= 2 and p.numel() > 0
+            key = (p.dtype, p.device, p.ndim)
+            if tested or key not in self._never_projected:
+                proj = adamp_core.projection(p, g, u, xp=_ELEMENTS, **kwargs)
+                if not tested:
+                    self._never_projected[key] = proj
+            results.append(proj if tested else self._never_projected[key])
+        return adamp_core.Projection(*(TensorList(list(f)) for f in zip(*results, strict=True)))
 
 
 namespace = ForeachNamespace()

@@ -36,8 +36,9 @@ class ProjectionInfo(NamedTuple):
     threshold: float  #: the ``delta / sqrt(fan)`` it was compared against (NaN if not tested)
 
 
-def _number(value: Any) -> Any:
-    return float(value) if isinstance(value, torch.Tensor) else value
+def _hyperparameter(value: Any) -> Any:
+    """A group's value for the core: a one-element tensor as a 0-d one (a view)."""
+    return value.reshape(()) if isinstance(value, torch.Tensor) else value
 
 
 class _ProjectedOptimizer(Optimizer):
@@ -62,14 +63,87 @@ class _ProjectedOptimizer(Optimizer):
             group.setdefault("compile", False)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        self._config_type(**{k: _number(group[k]) for k in self._config_keys})  # ValueError
-        for p in group["params"]:
-            if p.is_complex():
-                raise ValueError(f"{type(self).__name__} does not support complex parameters")
-            if not p.is_floating_point():
-                raise ValueError(f"{type(self).__name__} needs floating-point parameters")
+        """``torch.optim.Optimizer.add_param_group``, validated first: a group with a bad
+        hyperparameter, a complex or integer parameter, or a parameter listed twice raises
+        ``ValueError`` and is not added."""
+        group = dict(param_group)
+        params = group["params"]
+        group["params"] = [params] if isinstance(params, torch.Tensor) else list(params)
+        tensors = [p[1] if isinstance(p, tuple) else p for p in group["params"]]  # named
+        name = type(self).__name__
+        for p in tensors:
+            if isinstance(p, torch.Tensor) and p.is_complex():
+                raise ValueError(f"{name} does not support complex parameters")
+            if isinstance(p, torch.Tensor) and not p.is_floating_point():
+                raise ValueError(f"{name} needs floating-point parameters, got {p.dtype}")
+        if len({id(p) for p in tensors}) != len(tensors):
+            raise ValueError(f"{name}: a parameter appears more than once in one param group")
+        values = {k: group.get(k, self.defaults.get(k, required)) for k in self._config_keys}
+        if all(v is not required for v in values.values()):  # else torch names the missing one
+            self._config_type(**values)  # ValueError naming the hyperparameter
+        super().add_param_group(group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, refusing state that does not fit its
+        parameter (a missing key, a buffer of another shape or not floating point) with a
+        ``ValueError`` before anything is loaded."""
+        saved_groups = state_dict.get("param_groups", [])
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            for i, (key, p) in enumerate(zip(saved["params"], group["params"])):
+                state = state_dict.get("state", {}).get(key)
+                if state:
+                    self._check_state(state, p, f"the checkpoint's state of group {g} param {i}")
+        super().load_state_dict(state_dict)
+
+    def _check_state(self, state: dict[str, Any], p: torch.Tensor, where: str) -> None:
+        missing = [k for k in self._state_keys if k not in state]
+        if missing:
+            raise ValueError(
+                f"{where} lacks {missing}; {type(self).__name__} keeps {list(self._state_keys)}"
+            )
+        for key in self._state_keys:
+            value = state[key]
+            if key == "step":
+                if torch.is_tensor(value) and value.numel() != 1:
+                    raise ValueError(f"{where}: 'step' has {value.numel()} elements, not 1")
+                continue
+            if not torch.is_tensor(value) or not value.is_floating_point():
+                raise ValueError(f"{where}: {key!r} must be a floating-point tensor")
+            if value.shape != p.shape:
+                raise ValueError(
+                    f"{where}: {key!r} has shape {tuple(value.shape)}, its parameter "
+                    f"{tuple(p.shape)}"
+                )
+
+    def _validate_step(self) -> None:
+        """Everything a step needs, checked before it changes anything."""
+        name = type(self).__name__
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                grad = p.grad
+                if grad is None:
+                    continue
+                where = f"group {g} param {i} (shape {tuple(p.shape)}, {p.dtype}, {p.device})"
+                if grad.is_sparse:
+                    raise RuntimeError(f"{name} does not support sparse gradients ({where})")
+                if grad.shape != p.shape:
+                    raise ValueError(f"the gradient of {where} has shape {tuple(grad.shape)}")
+                if grad.dtype != p.dtype:
+                    raise TypeError(f"the gradient of {where} has dtype {grad.dtype}")
+                if grad.device != p.device:
+                    raise ValueError(f"the gradient of {where} is on {grad.device}")
+                state = self.state.get(p)
+                if not state:
+                    continue
+                self._check_state(state, p, f"the state of {where}")
+                for key in self._state_keys:
+                    value = state[key]
+                    if key != "step" and (value.dtype, value.device) != (p.dtype, p.device):
+                        raise TypeError(
+                            f"the state {key!r} of {where} is {value.dtype} on {value.device}; "
+                            "was the model cast or moved after the optimizer was made? "
+                            "Cast or move it before, or load the state again"
+                        )
 
     def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         params, grads = [], []
@@ -88,13 +162,6 @@ class _ProjectedOptimizer(Optimizer):
                 )
         return params, grads
 
-    def _check_grads(self) -> None:
-        """Refuse sparse gradients before anything changes."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One optimization step; returns the closure's loss (``None`` without a closure).
@@ -105,7 +172,7 @@ class _ProjectedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._check_grads()
+        self._validate_step()
         for group in self.param_groups:
             params, grads = self._gather(group)
             if not params:
@@ -218,7 +285,7 @@ class _ProjectedOptimizer(Optimizer):
             fan = p[0].numel() if p.ndim >= 2 and p.numel() else 0
             sizes = {adamp_core.CHANNEL: fan, adamp_core.LAYER: p.numel()}
             size = sizes.get(int(branch), p.numel() if fan else 0)
-            threshold = _number(group["delta"]) / size**0.5 if size else float("nan")
+            threshold = float(group["delta"]) / size**0.5 if size else float("nan")
             out.append(
                 ProjectionInfo(name, tuple(p.shape), _BRANCH_NAMES[int(branch)], cosine, threshold)
             )
@@ -249,9 +316,11 @@ class AdamP(_ProjectedOptimizer):
     official optimizer, ``step`` being a 0-d tensor; checkpoints interchange both ways.
 
     Raises:
-      ValueError: at construction or ``add_param_group``, for a bad hyperparameter
-        or a complex parameter.
-      RuntimeError: in ``step``, for sparse gradients, before anything changes.
+      ValueError: at construction or ``add_param_group``, for a bad hyperparameter,
+        a complex parameter or one listed twice; in ``load_state_dict``, for state
+        that does not fit its parameter.
+      ValueError, TypeError, RuntimeError: in ``step``, for a gradient or a state of
+        another shape, dtype or device, or a sparse gradient, before anything changes.
     """
 
     _config_type = adamp_core.AdamPConfig
@@ -295,7 +364,7 @@ class AdamP(_ProjectedOptimizer):
     @staticmethod
     def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
-        return dict(
+        values = dict(
             lr=group["lr"],
             beta1=beta1,
             beta2=beta2,
@@ -303,8 +372,8 @@ class AdamP(_ProjectedOptimizer):
             weight_decay=group["weight_decay"],
             delta=group["delta"],
             wd_ratio=group["wd_ratio"],
-            nesterov=group["nesterov"],
         )
+        return {**{k: _hyperparameter(v) for k, v in values.items()}, "nesterov": group["nesterov"]}
 
     _update = staticmethod(adamp_core.adamp_update)
 
@@ -372,6 +441,8 @@ class SGDP(_ProjectedOptimizer):
 
     @staticmethod
     def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
-        return {k: group[k] for k in SGDP._config_keys}
+        return {
+            k: group[k] if k == "nesterov" else _hyperparameter(group[k]) for k in SGDP._config_keys
+        }
 
     _update = staticmethod(adamp_core.sgdp_update)
