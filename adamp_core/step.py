@@ -69,6 +69,22 @@ def _check_like(x: Array, p: Array, name: str) -> None:
         raise ValueError(f"{name} is on device {dx}, its parameter on {dp}")
 
 
+def _not_writable(a: Array) -> str | None:
+    """Why ``a`` cannot be written in place, or None: read-only (NumPy views, JAX arrays),
+    an autograd leaf that requires grad, or memory shared between elements (a zero stride
+    on an axis longer than 1, as an expanded array has)."""
+    if not array_api_compat.is_writeable_array(a):
+        return "is read-only (JAX arrays are immutable)"
+    if getattr(a, "requires_grad", False) and getattr(a, "is_leaf", False):
+        return "is an autograd leaf that requires grad"
+    strides = getattr(a, "strides", None)
+    if strides is None and callable(getattr(a, "stride", None)):
+        strides = a.stride()
+    if strides is not None and any(st == 0 and n > 1 for st, n in zip(strides, a.shape)):
+        return "shares memory between its elements (a zero stride: expanded or broadcast)"
+    return None
+
+
 def _validate(
     params: list[Array],
     grads: list[Array | None],
@@ -98,17 +114,23 @@ def _validate(
         _check_like(grads[i], p, f"grads{tag}")
         for field in state_type._fields:
             if field == "step":
+                if not hasattr(s.step, "shape") or not hasattr(s.step, "dtype"):
+                    raise TypeError(
+                        f"state{tag}.step must be a 0-d floating array (from adamp_core.init), "
+                        f"got {type(s.step).__name__}"
+                    )
                 if tuple(s.step.shape) != () or not xp.isdtype(s.step.dtype, "real floating"):
                     raise ValueError(f"state{tag}.step must be a 0-d floating array")
                 continue
             _check_like(getattr(s, field), p, f"state{tag}.{field}")
         if inplace:
             for name, a in (("params", p), *zip(state_type._fields, s)):
-                if not array_api_compat.is_writeable_array(a):
+                problem = _not_writable(a)
+                if problem:
                     raise ValueError(
-                        f"inplace=True needs writable arrays, but {name}{tag} is read-only "
-                        f"({type(a).__module__}.{type(a).__name__}); JAX arrays are immutable: "
-                        "use inplace=False and keep the returned arrays"
+                        f"inplace=True needs writable arrays, but {name}{tag} {problem} "
+                        f"({type(a).__module__}.{type(a).__name__}); use inplace=False and keep "
+                        "the returned arrays"
                     )
     return xp
 

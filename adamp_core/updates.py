@@ -25,6 +25,7 @@ where ``coef`` and ``r`` come from :func:`~adamp_core.projection.projection`.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -140,10 +141,23 @@ def adam_step(
         d = fused(grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
         if d is not None:
             return exp_avg, exp_avg_sq, d
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
+    dtype = compute_dtype(exp_avg.dtype, xp)
+    if dtype != exp_avg.dtype:
+        # Half-precision moments: updated in float32 and the step taken from those, then
+        # stored rounded. (1-b2)*g*g can underflow to 0 in float16 while m does not, and a
+        # step from the stored v would then be m/eps.
+        wide = [_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq)]
+        m, v = adam_moments(*wide, beta1=beta1, beta2=beta2, xp=xp)
+        d = _adam_d(wide[0], m, v, step, **hyper, xp=xp)
+        if not inplace:
+            return _as(m, exp_avg.dtype, xp), _as(v, exp_avg_sq.dtype, xp), d
+        exp_avg[...] = _as(m, exp_avg.dtype, xp)
+        exp_avg_sq[...] = _as(v, exp_avg_sq.dtype, xp)
+        return exp_avg, exp_avg_sq, d
     exp_avg, exp_avg_sq = adam_moments(
         grad, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
     )
-    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
     return exp_avg, exp_avg_sq, _adam_d(grad, exp_avg, exp_avg_sq, step, **hyper, xp=xp)
 
 
@@ -262,7 +276,8 @@ class _View:
         """``proj``, computed in the state's layout, with ``coef`` shaped for the parameter."""
         if self.same:
             return proj
-        coef_shape = tuple(n if a == self.axis else 1 for a, n in enumerate(self.shape))
+        rows = math.prod(proj.coef.shape)  # 1 where nothing was tested
+        coef_shape = tuple(rows if a == self.axis else 1 for a in range(len(self.shape)))
         return proj._replace(coef=self.xp.reshape(proj.coef, coef_shape))
 
 

@@ -1,6 +1,6 @@
 """One rank of a 2-process gloo job (run by tests/test_distributed.py, never collected by pytest).
 
-    python tests/dist_worker.py SETUP OUT.pt     with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set
+    python tests/dist_worker.py SETUP KIND OUT.pt     with RANK, WORLD_SIZE, INIT_METHOD set
 
 Trains a conv + GroupNorm + linear model (per-sample normalization, so data parallelism is
 exact) for a few steps with AdamP or SGDP and saves the final parameters (and checkpoints).
@@ -143,7 +143,9 @@ def dtensor(kind: str, rank: int, world: int) -> dict:
 def main() -> None:
     setup, kind, out = sys.argv[1], sys.argv[2], sys.argv[3]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=os.environ["INIT_METHOD"], rank=rank, world_size=world
+    )
     try:
         result = {"ddp": ddp, "zero": zero, "fsdp2": dtensor}[setup](kind, rank, world)
         if rank == 0:

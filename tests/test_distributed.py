@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,13 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 TIMEOUT = 180
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(setup: str, kind: str, tmp_path: Path, world: int = 2) -> dict:
     out = tmp_path / f"{setup}-{kind}.pt"
+    # The ranks meet through a file, not a TCP port: picking a "free" port and handing it on
+    # races with every other process on the machine.
     env = {
         **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "INIT_METHOD": f"file://{tmp_path / f'{setup}-{kind}.rendezvous'}",
         "WORLD_SIZE": str(world),
         "OMP_NUM_THREADS": "1",
     }
