@@ -519,8 +519,12 @@ def projection_info(state: optax.OptState, params: optax.Params) -> list[dict[st
     if not found:
         raise ValueError("no AdamP/SGDP projection state in this optimizer state")
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    records = jax.tree.structure(params).flatten_up_to(found[-1].projection)
-    values = jax.device_get([(r.branch, r.cosine) for r in records])
+    # (branch, cosine) per leaf, in leaf order; flattened whole, since containers such as
+    # nnx.Optimizer keep the records in their own variable types
+    flat = jax.device_get(jax.tree.leaves(found[-1].projection))
+    if len(flat) != 2 * len(leaves):
+        raise ValueError(f"the state records {len(flat) // 2} leaves, params have {len(leaves)}")
+    values = list(zip(flat[0::2], flat[1::2], strict=True))
     names = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
     return [
         dict(
