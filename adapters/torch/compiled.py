@@ -22,7 +22,7 @@ from adamp_core.state import step_dtype
 
 from .kernels import element_namespace
 
-__all__ = ["as_tensors", "can_view", "compiled", "flat_view"]
+__all__ = ["DeviceScalars", "can_view", "compiled", "flat_view"]
 
 _ELEMENTS = element_namespace()
 
@@ -107,8 +107,29 @@ def flat_view(t: torch.Tensor) -> torch.Tensor:
     return t.view(t.shape[0], -1) if t.ndim >= 2 else t.view(-1)
 
 
-def as_tensors(hyper: dict[str, Any], like: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Hyperparameters as 0-d tensors in the step dtype of ``like`` (changing them never
-    recompiles); tensors that already are 0-d pass through on ``like``'s device."""
-    dtype = step_dtype(like.dtype, torch)
-    return {k: torch.as_tensor(v, dtype=dtype, device=like.device) for k, v in hyper.items()}
+class DeviceScalars:
+    """Hyperparameters as 0-d tensors in the step dtype, on the parameters' device, kept
+    between steps: changing them never recompiles, and a value that did not change costs
+    nothing. A changed value is written with ``fill_`` (a kernel, no host-to-device copy,
+    so no stream synchronization); a tensor hyperparameter (a scheduled ``lr``) is used as
+    it is, cast where needed."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[Any, ...], tuple[torch.Tensor, Any]] = {}
+
+    def __call__(self, group: int, hyper: dict[str, Any], like: torch.Tensor) -> dict[str, Any]:
+        dtype = step_dtype(like.dtype, torch)
+        out = {}
+        for name, value in hyper.items():
+            if isinstance(value, torch.Tensor):
+                out[name] = value.to(device=like.device, dtype=dtype)
+                continue
+            key = (group, name, dtype, like.device)
+            held = self._held.get(key)
+            if held is None:
+                held = (torch.full((), value, dtype=dtype, device=like.device), value)
+            elif held[1] != value:
+                held = (held[0].fill_(value), value)
+            self._held[key] = held
+            out[name] = held[0]
+        return out

@@ -181,6 +181,11 @@ def _adam_step_(
     return None if out is None else out[0]
 
 
+def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
+    """The standard ``clip`` (the compat wrapper's checks break ``torch.compile``'s graph)."""
+    return torch.clamp(x, min=min, max=max)
+
+
 def element_namespace(workspace: Workspace | None = None) -> Any:
     """The per-tensor namespace: array_api_compat's torch with torch's fused kernels.
 
@@ -208,6 +213,8 @@ def element_namespace(workspace: Workspace | None = None) -> Any:
         abs=torch.abs,
         sqrt=torch.sqrt,
         maximum=torch.maximum,
+        clip=_clip,
+        isinf=torch.isinf,
         max=torch.amax,
         sum=torch.sum,
         where=torch.where,

@@ -17,7 +17,7 @@ from torch.optim.optimizer import Optimizer, required
 import adamp_core
 from adamp_core.state import step_dtype
 
-from .compiled import as_tensors, can_view, compiled, flat_view
+from .compiled import DeviceScalars, can_view, compiled, flat_view
 from .foreach import TensorList, namespace
 from .kernels import SMALL, Workspace, element_namespace
 
@@ -36,6 +36,19 @@ class ProjectionInfo(NamedTuple):
     threshold: float  #: the ``delta / sqrt(fan)`` it was compared against (NaN if not tested)
 
 
+def _checkable(name: str, value: Any) -> Any:
+    """``value`` for the config's check. A tensor on an accelerator is checked for its size
+    only, as ``torch.optim`` does: reading its value would wait for the device (and a tensor
+    learning rate on the device is how CUDA-graph captured steps follow a schedule)."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_checkable(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if isinstance(value, torch.Tensor) and value.device.type != "cpu":
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(f"{name} must be a one-element floating-point tensor")
+        return 0.0 if name == "dampening" else 0.5  # within every range, nesterov too
+    return value
+
+
 def _hyperparameter(value: Any) -> Any:
     """A group's value for the core: a one-element tensor as a 0-d one (a view)."""
     return value.reshape(()) if isinstance(value, torch.Tensor) else value
@@ -51,12 +64,14 @@ class _ProjectedOptimizer(Optimizer):
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._projections: dict[torch.Tensor, adamp_core.Projection] = {}
         self._elements = element_namespace(Workspace())
+        self._device_scalars = DeviceScalars()
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._projections = {}
         self._elements = element_namespace(Workspace())
+        self._device_scalars = DeviceScalars()
         for group in self.param_groups:  # checkpoints of the official optimizer lack these
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
@@ -80,7 +95,7 @@ class _ProjectedOptimizer(Optimizer):
             raise ValueError(f"{name}: a parameter appears more than once in one param group")
         values = {k: group.get(k, self.defaults.get(k, required)) for k in self._config_keys}
         if all(v is not required for v in values.values()):  # else torch names the missing one
-            self._config_type(**values)  # ValueError naming the hyperparameter
+            self._config_type(**{k: _checkable(k, v) for k, v in values.items()})
         super().add_param_group(group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -173,7 +188,7 @@ class _ProjectedOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._validate_step()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params, grads = self._gather(group)
             if not params:
                 continue
@@ -181,7 +196,8 @@ class _ProjectedOptimizer(Optimizer):
                 grads = torch._foreach_neg(grads)
             kwargs = self._hyperparameters(group)
             foreach = group["foreach"]
-            if foreach or (foreach is None and all(p.is_cuda for p in params)):
+            on_cuda = all(p.is_cuda for p in params)
+            if not group["compile"] and (foreach or (foreach is None and on_cuda)):
                 self._foreach_step(params, grads, kwargs)  # as torch.optim: the CUDA default
                 continue
             if foreach is False and not group["compile"]:
@@ -197,7 +213,7 @@ class _ProjectedOptimizer(Optimizer):
             large = [i for i, p in enumerate(params) if p.numel() > SMALL]
             params, grads = [params[i] for i in large], [grads[i] for i in large]
             if group["compile"]:
-                self._compiled_step(params, grads, kwargs)
+                self._compiled_step(params, grads, kwargs, index)
             else:
                 for p, g in zip(params, grads, strict=True):
                     self._single_step(p, g, kwargs)
@@ -209,7 +225,11 @@ class _ProjectedOptimizer(Optimizer):
         self._projections[p] = proj
 
     def _compiled_step(
-        self, params: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        kwargs: dict[str, Any],
+        group_index: int,
     ) -> None:
         fn = compiled(self._update)
         static = {k: kwargs.pop(k) for k in ("nesterov", "delta", "eps")}
@@ -222,7 +242,7 @@ class _ProjectedOptimizer(Optimizer):
                 continue
             key = (p.dtype, p.device)
             if key not in tensors:
-                tensors[key] = as_tensors(kwargs, p)
+                tensors[key] = self._device_scalars(group_index, kwargs, p)
             views = type(state)(
                 *(
                     b if k == "step" else flat_view(b)

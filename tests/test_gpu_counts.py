@@ -1,0 +1,142 @@
+"""What a step costs on a GPU, counted here without one (see benchmarks/counting.py).
+
+Counts are deterministic, so they are asserted: no host synchronization and no
+host-to-device copy in a PyTorch step on CUDA (after the first), no runtime conditional in
+the Optax step lowered for CUDA or TPU, no Python scalar turned into an array by
+``adamp_core.step`` (CuPy would copy each to the device). The counters are checked against
+the known costs of ``torch.optim.AdamW`` and against code that does sync, so they can fail.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from shapes import WORKLOADS
+
+import adamp_core as ac
+
+RESNET = WORKLOADS["resnet50"]()
+
+
+@pytest.fixture(scope="module")
+def counting():
+    pytest.importorskip("torch")
+    import counting
+
+    return counting
+
+
+def test_the_counter_knows_torch_adamw(counting):
+    import torch
+
+    fused = counting.count_torch_step(lambda p: torch.optim.AdamW(p, fused=True), RESNET)
+    foreach = counting.count_torch_step(lambda p: torch.optim.AdamW(p, foreach=True), RESNET)
+    assert (fused.launches, fused.syncs, fused.copies) == (7, 0, 0)
+    assert (foreach.launches, foreach.syncs, foreach.copies) == (26, 0, 0)
+
+
+def test_the_counter_sees_syncs_and_copies(counting):
+    import torch
+
+    class Syncing(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self):
+            for p in self.param_groups[0]["params"]:
+                scale = torch.as_tensor(0.5, device=p.device)  # a host-to-device copy
+                if (p.grad * scale).abs().sum() > 0:  # a sync
+                    p.sub_(p.grad)
+
+    counts = counting.count_torch_step(lambda p: Syncing(p, lr=0.1), RESNET[:3])
+    assert counts.syncs == 3 and counts.copies == 3
+
+
+@pytest.mark.parametrize("path", [dict(), dict(foreach=False), dict(foreach=True)])
+@pytest.mark.parametrize("kind", ["AdamP", "SGDP"])
+def test_torch_cuda_step_never_waits_for_the_device(counting, kind, path):
+    import torch
+
+    from adapters import torch as ours
+
+    def make(params):
+        if kind == "AdamP":
+            return ours.AdamP(params, lr=torch.tensor(1e-3), weight_decay=1e-2, **path)
+        return ours.SGDP(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, **path)
+
+    counts = counting.count_torch_step(make, RESNET)
+    assert (counts.syncs, counts.copies) == (0, 0), counts.ops
+
+
+def test_compiled_hyperparameters_stay_on_the_device():
+    """The compiled path keeps its hyperparameters as device tensors: made once, refilled
+    (a kernel, not a copy) only when a value changes."""
+    torch = pytest.importorskip("torch")
+    from adapters.torch.compiled import DeviceScalars
+
+    scalars = DeviceScalars()
+    like = torch.zeros(3)
+    first = scalars(0, {"lr": 0.1, "weight_decay": 0.0}, like)
+    again = scalars(0, {"lr": 0.1, "weight_decay": 0.0}, like)
+    assert first["lr"] is again["lr"]
+    changed = scalars(0, {"lr": 0.05, "weight_decay": 0.0}, like)
+    assert changed["lr"] is first["lr"] and changed["lr"].item() == torch.tensor(0.05).item()
+
+
+def _runtime_conditionals(mlir: str) -> int:
+    """``stablehlo.case``/``if`` ops whose index is not a constant (or a case on constants,
+    as ``platform_dependent`` lowers): conditionals that run on the device, which XLA:GPU
+    runs by copying the predicate to the host and waiting."""
+    definitions = {
+        m.group(1): m.group(2) for m in re.finditer(r"^\s*(%[\w#:]+) = (.*)$", mlir, re.M)
+    }
+
+    def constant(name: str, depth: int = 0) -> bool:
+        d = definitions.get(name.split("#")[0], "")
+        if "stablehlo.constant" in d:
+            return True
+        inner = re.match(r'"?stablehlo\.case"?\((%[\w#]+)\)', d)
+        return bool(inner) and depth < 8 and constant(inner.group(1), depth + 1)
+
+    ops = re.findall(r'"?stablehlo\.(?:case|if)"?\((%[\w#]+)', mlir)
+    return sum(not constant(i) for i in ops)
+
+
+@pytest.mark.parametrize("kind", ["adamp", "sgdp"])
+def test_optax_on_gpu_and_tpu_has_no_runtime_conditional_and_no_chain(kind):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from adapters.optax import adamp, sgdp
+
+    axis = "first"  # PyTorch-layout shapes: the CPU one-pass row sums (and their chain) apply
+    tx = (
+        adamp(1e-3, channel_axis=axis)
+        if kind == "adamp"
+        else sgdp(0.1, momentum=0.9, channel_axis=axis)
+    )
+    shapes = [(64, 64, 3, 3), (64,), (256, 64), (128, 64, 1, 1)]
+    params = {f"p{i}": jax.ShapeDtypeStruct(s, jnp.float32) for i, s in enumerate(shapes)}
+    state = jax.eval_shape(tx.init, params)
+    traced = jax.jit(lambda p, s, g: tx.update(g, s, p)).trace(params, state, params)
+    lowered = {p: traced.lower(lowering_platforms=(p,)).as_text() for p in ("cpu", "cuda", "tpu")}
+    # the chain's signature: max(x, -1 - isnan(previous)), isnan being x != x
+    chain = re.compile(r"stablehlo\.compare\s+NE, (%[\w#]+), \1")
+    assert _runtime_conditionals(lowered["cpu"]) >= 1  # the CPU branch keeps lax.cond
+    assert chain.search(lowered["cpu"])
+    for platform in ("cuda", "tpu"):
+        assert _runtime_conditionals(lowered[platform]) == 0, platform
+        assert not chain.search(lowered[platform]), platform
+
+
+@pytest.mark.parametrize(
+    "config", [ac.AdamPConfig(weight_decay=1e-2), ac.SGDPConfig(0.1, momentum=0.9)]
+)
+def test_raw_step_turns_no_python_scalar_into_an_array(config, counting):
+    counts = counting.count_raw_step(config, RESNET[:12])
+    assert counts["ops"] > 0
+    assert counts["scalar conversions"] == 0, counts
