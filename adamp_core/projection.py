@@ -33,11 +33,16 @@ __all__ = [
     "CHANNEL",
     "LAYER",
     "NONE",
+    "Decision",
     "Projection",
+    "branch",
     "channel_view_shape",
+    "decay_ratio",
+    "decide",
     "normalize_axis",
     "project",
     "projection",
+    "radial_coefficients",
 ]
 
 Array = Any
@@ -116,11 +121,79 @@ def _at_least(x: Array, bound: float | Array, xp: Any) -> Array:
     return xp.clip(x, min=bound) if isinstance(bound, (int, float)) else xp.maximum(x, bound)
 
 
+def _threshold(delta: float | Array, n: int | Array, xp: Any) -> float | Array:
+    """``delta / sqrt(n)``; ``n`` a Python int, or an array of them (one per weight)."""
+    return delta / math.sqrt(n) if isinstance(n, int) else delta / xp.sqrt(n)
+
+
 def _radial_coefficient(wu: Array, ww: Array, eps: float | Array, xp: Any) -> Array:
     """``<w,u> / (|w|+eps)^2``, divided twice by ``|w|+eps`` so that it overflows no sooner
     than the official ``<w_hat, u>``; 0 where ``|w|`` overflowed (``w_hat`` is 0 there)."""
     norm = xp.sqrt(ww) + eps
     return xp.where(xp.isinf(norm), 0.0, wu / norm / norm)
+
+
+class Decision(NamedTuple):
+    """The outcome of the two tests for one weight (0-d fields) or a batch of weights."""
+
+    channel: Array  #: bool: the channel view fired
+    layer: Array  #: bool: the layer view fired (and the channel view did not)
+    cosine: Array  #: the deciding ``|cos|`` (the channel maximum if it fired, else the layer's)
+    ww_layer: Array  #: ``<w, w>``, the sum of the per-channel ``<w_i, w_i>``
+
+
+def decide(
+    ww: Array,
+    gg: Array,
+    wg: Array,
+    *,
+    fan: int | Array,
+    size: int | Array,
+    delta: float | Array,
+    eps: float | Array,
+    xp: Any,
+) -> Decision:
+    """Steps 1 and 2 from the per-channel sums ``<w_i,w_i>``, ``<g_i,g_i>``, ``<w_i,g_i>``.
+
+    The channels are the last axis: ``(rows,)`` for one weight, or ``(weights, rows)`` for
+    a batch whose shorter weights are padded with zero sums (their cosine is 0, and they add
+    nothing to the layer sums). ``fan`` and ``size``, the number of elements of a channel
+    and of the weight, are Python ints or arrays of one per weight.
+    """
+    # 1. Channel test: max_i |cos(g_i, w_i)| < delta / sqrt(fan)
+    cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps, xp), axis=-1)
+    channel = cos_channel < _threshold(delta, fan, xp)
+    # 2. Layer test, where the channel test failed: |cos(g, w)| < delta / sqrt(size)
+    ww_layer = xp.sum(ww, axis=-1)
+    cos_layer = _abs_cosine(xp.sum(wg, axis=-1), ww_layer, xp.sum(gg, axis=-1), eps, xp)
+    layer = xp.logical_and(xp.logical_not(channel), cos_layer < _threshold(delta, size, xp))
+    return Decision(channel, layer, xp.where(channel, cos_channel, cos_layer), ww_layer)
+
+
+def radial_coefficients(
+    decision: Decision, wu: Array, ww: Array, *, eps: float | Array, xp: Any
+) -> Array:
+    """Step 3: per channel, ``coef`` such that ``u - coef * w`` has no component along
+    ``w_hat = w / (|w| + eps)``: ``<w_i,u_i>/(|w_i|+eps)^2`` where the channel view fired,
+    ``<w,u>/(|w|+eps)^2`` where the layer view did, 0 elsewhere. Shapes as in :func:`decide`.
+    """
+    by_channel = _radial_coefficient(wu, ww, eps, xp)
+    by_layer = xp.expand_dims(
+        _radial_coefficient(xp.sum(wu, axis=-1), decision.ww_layer, eps, xp), axis=-1
+    )
+    channel, layer = (xp.expand_dims(t, axis=-1) for t in (decision.channel, decision.layer))
+    return xp.where(channel, by_channel, xp.where(layer, by_layer, 0.0))
+
+
+def decay_ratio(decision: Decision, wd_ratio: float | Array, dtype: Any, xp: Any) -> Array:
+    """Step 4: ``wd_ratio`` where a view fired, else 1 (exactly either way)."""
+    fired = xp.astype(xp.logical_or(decision.channel, decision.layer), dtype)
+    return wd_ratio * fired + (1.0 - fired)
+
+
+def branch(decision: Decision, xp: Any) -> Array:
+    """:data:`CHANNEL`, :data:`LAYER` or :data:`NONE`, int32."""
+    return xp.where(decision.layer, LAYER, xp.astype(decision.channel, xp.int32) * CHANNEL)
 
 
 def _unprojected(param: Array, xp: Any) -> Projection:
@@ -188,32 +261,18 @@ def projection(
     else:
         ww, gg, wg = (_channel_dots(a, b, view_axis, xp) for a, b in ((w, w), (g, g), (w, g)))
 
-    # 1. Channel test: max_i |cos(g_i, w_i)| < delta / sqrt(fan)
-    cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps, xp))
-    channel = cos_channel < delta / math.sqrt(size // rows)
+    decision = decide(ww, gg, wg, fan=size // rows, size=size, delta=delta, eps=eps, xp=xp)
 
-    # 2. Layer test, where the channel test failed: |cos(g, w)| < delta / sqrt(size)
-    ww_layer = xp.sum(ww)
-    cos_layer = _abs_cosine(xp.sum(wg), ww_layer, xp.sum(gg), eps, xp)
-    layer = xp.logical_and(xp.logical_not(channel), cos_layer < delta / math.sqrt(size))
-    projected = xp.logical_or(channel, layer)
-
-    # 3. Coefficients: u - coef * w removes u's component along w_hat = w / (|w| + eps)
     def coefficients() -> Array:
         u = _in_view(update() if callable(update) else update, axis, dtype, xp)
         wu = _channel_dots(w, u, view_axis, xp)
-        by_channel = _radial_coefficient(wu, ww, eps, xp)
-        by_layer = _radial_coefficient(xp.sum(wu), ww_layer, eps, xp)
-        return xp.where(channel, by_channel, xp.where(layer, by_layer, 0.0))
+        return radial_coefficients(decision, wu, ww, eps=eps, xp=xp)
 
+    projected = xp.logical_or(decision.channel, decision.layer)
     coef = compute_if(projected, coefficients, lambda: xp.zeros_like(ww), xp=xp)
     coef = xp.reshape(coef, tuple(rows if a == axis else 1 for a in range(len(shape))))
-
-    # 4. Weight-decay ratio: wd_ratio where a view fired, else 1
-    fired = xp.astype(projected, dtype)  # 1.0 or 0.0: the ratio is exact either way
-    ratio = wd_ratio * fired + (1.0 - fired)
-    branch = xp.astype(channel, xp.int32) * CHANNEL + xp.astype(layer, xp.int32) * LAYER
-    return Projection(coef, ratio, branch, xp.where(channel, cos_channel, cos_layer))
+    ratio = decay_ratio(decision, wd_ratio, dtype, xp)
+    return Projection(coef, ratio, branch(decision, xp), decision.cosine)
 
 
 def project(update: Array, param: Array, proj: Projection, *, xp: Any = None) -> Array:

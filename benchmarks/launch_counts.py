@@ -1,6 +1,6 @@
 """What one step costs on a GPU, counted on this machine (no GPU needed).
 
-    python benchmarks/launch_counts.py [--workload resnet50 vit_b16] [--out docs/gpu-counts.md]
+    python benchmarks/launch_counts.py [--workload resnet50 vit_b16] [--out docs/snippets/gpu-counts.md]
 
 PyTorch rows: one ``step()`` after a warm-up step on fake CUDA tensors (see counting.py):
 kernel launches, host syncs, host-to-device copies, and a rough H200 time (5 us per launch,
@@ -35,7 +35,9 @@ def _torch_rows(workload: str) -> list[str]:
     rows = []
     for name, make in TORCH_ROWS.items():
         c = count_torch_step(make, WORKLOADS[workload]())
-        rows.append(f"| {name} | {c.launches:,} | {c.syncs} | {c.copies} | {c.estimate_ms:.2f} ms |")
+        rows.append(
+            f"| {name} | {c.launches:,} | {c.syncs} | {c.copies} | {c.estimate_ms:.2f} ms |"
+        )
     return rows
 
 

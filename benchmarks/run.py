@@ -26,7 +26,7 @@ FLOOR_BYTES = {"AdamW": 28, "AdamP": 32, "SGD": 20, "SGDP": 24}
 
 NOT_MEASURED = {
     "timm AdamP/SGDP": "timm needs torchvision, whose PyPI build does not import beside the pinned "
-    "CPU torch 2.13.0 (see DEVELOPERS.md); its AdamP is the official one with .reshape",
+    "CPU torch 2.13.0 the suite runs on; its AdamP is the official one with .reshape",
 }
 
 

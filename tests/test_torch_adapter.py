@@ -434,6 +434,7 @@ def test_compiled_adamp_and_sgdp_keep_separate_graphs_within_dynamo_limits():
 
     from adapters.torch import compiled
 
+    torch._dynamo.reset()  # count this test's graphs, not those of earlier tests' dtypes
     shapes = [(40, 30, 3, 3), (1, 40000), (50000,), (300, 200)]
     for cls, kw in ((AdamP, dict(lr=1e-3)), (SGDP, dict(lr=0.1, momentum=0.9))):
         params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]

@@ -16,7 +16,9 @@ import torch
 
 import adamp_core
 
-from .kernels import element_namespace, fused_adam_step
+from .batched import Layout, Packed
+from .batched import projection as batched_projection
+from .kernels import element_namespace, fused_adam_step, plain
 
 __all__ = ["ForeachNamespace", "TensorList", "namespace"]
 
@@ -52,6 +54,8 @@ class TensorList:
     def _arg(self, other: Any) -> Any:
         if isinstance(other, TensorList):
             return other.tensors
+        if isinstance(other, Packed):  # one value per tensor or per row, expanded
+            return other.expand()
         if isinstance(other, torch.Tensor):
             return [other] * len(self.tensors)
         return other
@@ -118,9 +122,11 @@ class ForeachNamespace:
         return TensorList(torch._foreach_sqrt(x.tensors))
 
     @staticmethod
-    def astype(x: TensorList | torch.Tensor, dtype: torch.dtype) -> TensorList | torch.Tensor:
+    def astype(x: Any, dtype: torch.dtype) -> Any:
         if isinstance(x, torch.Tensor):  # a 0-d hyperparameter shared by the list
             return x.to(dtype)
+        if isinstance(x, Packed):
+            return x.astype(dtype)
         return TensorList([t.to(dtype) for t in x.tensors])
 
     # adamp_core.kernels over whole lists: the same values, no list-sized temporaries
@@ -160,26 +166,35 @@ class ForeachNamespace:
         return None if out is None else TensorList(out)
 
     def __init__(self) -> None:
-        self._never_projected: dict[tuple[Any, ...], adamp_core.Projection] = {}
+        self._layouts: dict[tuple[Any, ...], Layout] = {}
 
     def projection(
-        self, param: TensorList, grad: TensorList, update: TensorList, **kwargs: Any
+        self,
+        param: TensorList,
+        grad: TensorList,
+        update: TensorList,
+        *,
+        channel_axis: int | None = 0,
+        **hyper: Any,
     ) -> adamp_core.Projection:
-        """The core's projection of each element; a Projection of TensorLists back.
-
-        Most elements of a list are biases and norm weights, never projected: their
-        constant result is made once per dtype, device and rank and only read.
-        """
-        results = []
-        for p, g, u in zip(param.tensors, grad.tensors, update.tensors, strict=True):
-            tested = p.ndim >= 2 and p.numel() > 0
-            key = (p.dtype, p.device, p.ndim)
-            if tested or key not in self._never_projected:
-                proj = adamp_core.projection(p, g, u, xp=_ELEMENTS, **kwargs)
-                if not tested:
-                    self._never_projected[key] = proj
-            results.append(proj if tested else self._never_projected[key])
-        return adamp_core.Projection(*(TensorList(list(f)) for f in zip(*results, strict=True)))
+        """The projection of every tensor of the list at once (:mod:`.batched`); the fields
+        come back packed, one value per tensor or per output channel."""
+        first = param.tensors[0]
+        if channel_axis != 0 or not all(plain(t) for t in param.tensors):
+            # other layouts, and tensor subclasses (DTensor shards): the core, per tensor
+            results = [
+                adamp_core.projection(*ts, xp=_ELEMENTS, channel_axis=channel_axis, **hyper)
+                for ts in zip(param.tensors, grad.tensors, update.tensors, strict=True)
+            ]
+            return adamp_core.Projection(*(TensorList(list(f)) for f in zip(*results)))
+        key = (param.shape, first.dtype, first.device)
+        layout = self._layouts.get(key)
+        if layout is None:
+            dtype = adamp_core.namespace.compute_dtype(first.dtype, torch)
+            layout = self._layouts[key] = Layout(param.tensors, dtype)
+        return batched_projection(
+            param.tensors, grad.tensors, update.tensors, layout, xp=_ELEMENTS, **hyper
+        )
 
 
 namespace = ForeachNamespace()

@@ -106,6 +106,14 @@ def _divide_into(numerator: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
     return torch.div(numerator, denom, out=denom)
 
 
+def plain(t: torch.Tensor) -> bool:
+    """A dense tensor of torch's own kernels (or its fake twin that counts them); not a
+    subclass such as DTensor, whose fused kernel would not see its shards."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return type(t) in (torch.Tensor, torch.nn.Parameter) or isinstance(t, FakeTensor)
+
+
 def fused_adam_step(
     grads: list[torch.Tensor],
     exp_avgs: list[torch.Tensor],
@@ -137,7 +145,7 @@ def fused_adam_step(
         return None
     first = grads[0]
     if first.device.type not in _FUSED_DEVICES or any(
-        type(t) is not torch.Tensor for t in (first, exp_avgs[0], exp_avg_sqs[0], steps[0])
+        not plain(t) for t in (first, exp_avgs[0], exp_avg_sqs[0], steps[0])
     ):
         return None
     if isinstance(lr, torch.Tensor) and lr.device != first.device:
@@ -146,9 +154,9 @@ def fused_adam_step(
         return None  # the kernel wants one layout for a parameter's tensors
     slots = out if out is not None else [None] * len(exp_avgs)
     directions = [
-        torch.zeros_like(m) if buf is None else buf.zero_()
-        for m, buf in zip(exp_avgs, slots, strict=True)
+        torch.empty_like(m) if buf is None else buf for m, buf in zip(exp_avgs, slots, strict=True)
     ]
+    torch._foreach_zero_(directions)  # one multi-tensor fill, not one per tensor
     torch._fused_adam_(
         directions,
         grads,
