@@ -58,7 +58,17 @@ def assert_same_params(m1, m2, rtol, atol):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda s, n=name: f"{n}: {s}")
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.fixture(params=["per-tensor", "foreach", "foreach batched"])
+def foreach(request, monkeypatch):
+    """The paths: one tensor at a time; foreach as on CPU (the projection per tensor); foreach
+    as on CUDA (the projection of the whole group batched, forced here on CPU)."""
+    if request.param == "foreach batched":
+        from adapters.torch import foreach as module
+
+        monkeypatch.setattr(module.namespace, "batched_devices", ("cpu", "cuda"))
+    return request.param != "per-tensor"
+
+
 @pytest.mark.parametrize(("ours", "theirs", "options"), CASES, ids=IDS)
 def test_trajectory_float64_matches_official(ours, theirs, options, foreach):
     m1, m2 = make_model(), make_model()
@@ -275,7 +285,6 @@ def test_params_without_grad_are_skipped():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("cls", [AdamP, SGDP])
-@pytest.mark.parametrize("foreach", [False, True])
 def test_dtypes_empty_and_zero_dim(cls, dtype, foreach):
     params = [
         torch.nn.Parameter(torch.randn(4, 3, 2, dtype=dtype)),
@@ -393,7 +402,6 @@ def test_step_makes_no_host_sync(cls, foreach):
     assert "__bool__" in counter.calls
 
 
-@pytest.mark.parametrize("foreach", [False, True])
 def test_channels_last_weights_work_and_match_contiguous(foreach):
     """The official code crashes on channels_last weights (.view); ours matches the contiguous run."""
     m1, m2 = make_model(), make_model().to(memory_format=torch.channels_last)

@@ -165,8 +165,13 @@ class ForeachNamespace:
         out = fused_adam_step(grad.tensors, exp_avg.tensors, exp_avg_sq.tensors, step.tensors, **h)
         return None if out is None else TensorList(out)
 
-    def __init__(self) -> None:
+    def __init__(self, batched_devices: tuple[str, ...] = ("cuda", "xpu", "mps")) -> None:
+        #: Device types whose lists are projected in one batch. Not the CPU: there the
+        #: per-tensor projection measured faster (a segmented sum and a concatenation are
+        #: slow passes on CPU, where launching an operation costs little).
+        self.batched_devices = batched_devices
         self._layouts: dict[tuple[Any, ...], Layout] = {}
+        self._never_projected: dict[tuple[Any, ...], adamp_core.Projection] = {}
 
     def projection(
         self,
@@ -177,16 +182,13 @@ class ForeachNamespace:
         channel_axis: int | None = 0,
         **hyper: Any,
     ) -> adamp_core.Projection:
-        """The projection of every tensor of the list at once (:mod:`.batched`); the fields
-        come back packed, one value per tensor or per output channel."""
+        """The projection of every tensor of the list: at once on accelerators
+        (:mod:`.batched`, the fields come back packed, one value per tensor or per output
+        channel); per tensor with the core on CPU, for DTensors and other layouts."""
         first = param.tensors[0]
-        if channel_axis != 0 or not all(plain(t) for t in param.tensors):
-            # other layouts, and tensor subclasses (DTensor shards): the core, per tensor
-            results = [
-                adamp_core.projection(*ts, xp=_ELEMENTS, channel_axis=channel_axis, **hyper)
-                for ts in zip(param.tensors, grad.tensors, update.tensors, strict=True)
-            ]
-            return adamp_core.Projection(*(TensorList(list(f)) for f in zip(*results)))
+        batched = first.device.type in self.batched_devices
+        if not batched or channel_axis != 0 or not all(plain(t) for t in param.tensors):
+            return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
         key = (param.shape, first.dtype, first.device)
         layout = self._layouts.get(key)
         if layout is None:
@@ -195,6 +197,23 @@ class ForeachNamespace:
         return batched_projection(
             param.tensors, grad.tensors, update.tensors, layout, xp=_ELEMENTS, **hyper
         )
+
+    def _per_tensor(
+        self, param: TensorList, grad: TensorList, update: TensorList, **kwargs: Any
+    ) -> adamp_core.Projection:
+        """The core's projection of each tensor. Most tensors of a list are biases and norm
+        weights, never projected: their constant result is made once per dtype, device and
+        rank and only read (fresh small tensors for each cost more than their update)."""
+        results = []
+        for p, g, u in zip(param.tensors, grad.tensors, update.tensors, strict=True):
+            tested = p.ndim >= 2 and p.numel() > 0 and kwargs["channel_axis"] is not None
+            key = (p.dtype, p.device, p.ndim)
+            if tested or key not in self._never_projected:
+                proj = adamp_core.projection(p, g, u, xp=_ELEMENTS, **kwargs)
+                if not tested:
+                    self._never_projected[key] = proj
+            results.append(proj if tested else self._never_projected[key])
+        return adamp_core.Projection(*(TensorList(list(f)) for f in zip(*results, strict=True)))
 
 
 namespace = ForeachNamespace()

@@ -260,8 +260,9 @@ class _ProjectedOptimizer(Optimizer):
             _, _, proj = self._update(
                 TensorList(ps), TensorList(gs), state, inplace=True, xp=namespace, **kwargs
             )
+            fields = [f.tensors for f in proj]  # each field's per-tensor values, made once
             for i, p in enumerate(ps):
-                self._projections[p] = adamp_core.Projection(*(f.tensors[i] for f in proj))
+                self._projections[p] = adamp_core.Projection(*(f[i] for f in fields))
 
     def _core_state(self, states: list[dict[str, Any]], wrap: Callable[[list[Any]], Any]) -> Any:
         kind = adamp_core.AdamPState if self._state_keys[0] == "step" else adamp_core.SGDPState
