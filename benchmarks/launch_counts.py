@@ -24,8 +24,8 @@ from adapters.torch import SGDP, AdamP
 TORCH_ROWS = {
     "torch.optim.AdamW(fused=True)": lambda p: torch.optim.AdamW(p, fused=True),
     "torch.optim.AdamW(foreach=True)": lambda p: torch.optim.AdamW(p, foreach=True),
+    "official adamp.AdamP": lambda p: __import__("adamp").AdamP(p, weight_decay=1e-2),
     "ours AdamP, CUDA default (foreach)": lambda p: AdamP(p, weight_decay=1e-2),
-    "ours AdamP, tensor lr": lambda p: AdamP(p, lr=torch.tensor(1e-3), weight_decay=1e-2),
     "ours AdamP foreach=False": lambda p: AdamP(p, weight_decay=1e-2, foreach=False),
     "ours SGDP, CUDA default (foreach)": lambda p: SGDP(p, lr=0.1, momentum=0.9, nesterov=True),
 }
