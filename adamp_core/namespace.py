@@ -11,7 +11,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["compute_dtype", "full_like_scalar", "namespace_of", "with_overrides"]
+__all__ = ["compute_dtype", "namespace_of", "with_overrides"]
 
 Array = Any
 
@@ -73,17 +73,6 @@ def small_array_device(x: Array) -> Any:
     if array_api_compat.is_jax_array(x):
         return None
     return array_api_compat.device(x)
-
-
-def full_like_scalar(value: Any, like: Array, xp: Any, dtype: Any = None) -> Array:
-    """A 0-d array holding ``value``, on ``like``'s device, in ``dtype`` (default ``like.dtype``).
-
-    ``value`` may be a Python scalar or a 0-d array (a traced JAX value, say).
-    """
-    dtype = like.dtype if dtype is None else dtype
-    if isinstance(value, (int, float, bool)):
-        return xp.asarray(value, dtype=dtype, device=small_array_device(like))
-    return xp.astype(value, dtype)
 
 
 def compute_dtype(dtype: Any, xp: Any) -> Any:

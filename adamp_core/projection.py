@@ -221,8 +221,7 @@ def projection(
 
     Weights with fewer than 2 dimensions are never projected, nor are empty weights (the
     official code crashes on those; here the result is the plain update), nor weights
-    whose ``channel_axis`` is ``None``. Only shapes
-    select code paths, never values.
+    whose ``channel_axis`` is ``None``. Only shapes select code paths, never values.
 
     ``update`` is read only for ``<w_i, u_i>``, after both tests. It may be a function of
     no arguments that returns it: a namespace that can skip work

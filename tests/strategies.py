@@ -32,9 +32,11 @@ sgdp_configs = st.builds(
     delta=st.sampled_from([0.1, 0.3]),
     wd_ratio=st.sampled_from([0.0, 0.1]),
 ).map(
-    lambda c: c
-    if c.momentum == 0
-    else ac.SGDPConfig(**{**c.__dict__, "nesterov": True, "dampening": 0.0})
+    lambda c: (
+        c
+        if c.momentum == 0
+        else ac.SGDPConfig(**{**c.__dict__, "nesterov": True, "dampening": 0.0})
+    )
 )
 configs = st.one_of(
     adamp_configs,
