@@ -144,10 +144,10 @@ class SGDPConfig:
         ``w *= 1 - lr * weight_decay * r / (1 - momentum)``, ``r`` as in AdamP.
       nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``
         (as ``torch.optim.SGD``).
-      eps, delta, wd_ratio, channel_axis: as in :class:`AdamPConfig`.
+      eps, delta, wd_ratio, channel_axis: as in [`AdamPConfig`][adamp_core.AdamPConfig].
 
     Raises:
-      ValueError: naming the argument, as for :class:`AdamPConfig`.
+      ValueError: naming the argument, as for [`AdamPConfig`][adamp_core.AdamPConfig].
     """
 
     lr: float

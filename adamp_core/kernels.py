@@ -1,13 +1,13 @@
 """Kernels with array-API definitions that a namespace may replace with faster ones.
 
 The core writes its in-place arithmetic (``inplace=True``), the projection's per-row sums
-(:func:`row_dots`) and its conditional work (:func:`compute_if`) through these few functions.
+([`row_dots`][adamp_core.kernels.row_dots]) and its conditional work ([`compute_if`][adamp_core.kernels.compute_if]) through these few functions.
 Each is defined here with array-API operators; a namespace that has an attribute of the same
 name supplies its own version instead (the PyTorch adapter maps the in-place ones to
 ``mul_``/``add_``/``addcmul_``/``div(out=)``, which avoid the temporaries that
 ``y += a * x`` allocates; the Optax adapter computes ``row_dots`` in one pass). They are
 kernels, not math: which quantities are combined, with which coefficients, is decided by
-:mod:`adamp_core.updates` and :mod:`adamp_core.projection`, and every replacement must
+[`adamp_core.updates`][adamp_core.updates] and ``adamp_core.radial``, and every replacement must
 compute the same values as the definition here (up to the order of summation).
 """
 
@@ -25,8 +25,8 @@ __all__ = [
 ]
 
 #: Every kernel name a namespace may supply: the six here, ``adam_step_``, a fused form of
-#: :func:`adamp_core.updates.adam_step`, and ``projection``, a form of
-#: :func:`adamp_core.projection.projection` (e.g. over lists of arrays); both are defined
+#: [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step], and ``projection``, a form of
+#: [`adamp_core.projection`][adamp_core.projection] (e.g. over lists of arrays); both are defined
 #: where their math is.
 REPLACEABLE = (*__all__, "adam_step_", "projection")
 

@@ -1,7 +1,7 @@
 """Array-namespace helpers: which library an array belongs to, and overrides.
 
 Nothing here imports a framework: ``array_api_compat`` inspects the arrays'
-types, so importing :mod:`adamp_core` stays cheap.
+types, so importing ``adamp_core`` stays cheap.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ def namespace_of(*arrays: Array | None) -> Any:
 def with_overrides(xp: Any, **functions: Any) -> Any:
     """``xp`` with some functions replaced, e.g. a faster ``vecdot``.
 
-    Every building block of :mod:`adamp_core` takes ``xp=``; an adapter passes
+    Every building block of ``adamp_core`` takes ``xp=``; an adapter passes
     ``with_overrides(xp, vecdot=torch.linalg.vecdot)`` to swap in a native
     kernel without copying any math. The replacement must follow the array-API
     signature of the function it replaces.
 
     Besides the namespace's own functions, the kernels named in
-    :data:`adamp_core.kernels.REPLACEABLE` may be supplied.
+    `adamp_core.kernels.REPLACEABLE` may be supplied.
 
     Returns:
       A namespace whose attributes are ``functions`` first, then ``xp``'s.

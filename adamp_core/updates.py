@@ -1,14 +1,14 @@
 """One AdamP or SGDP update of a single parameter array.
 
-These are the building blocks that :func:`adamp_core.step` and the adapters
+These are the building blocks that [`adamp_core.step`][adamp_core.step] and the adapters
 call. Each takes the parameter, its gradient and its state, and returns the new
-parameter, the new state and the :class:`~adamp_core.projection.Projection`
+parameter, the new state and the [`Projection`][adamp_core.Projection]
 that was applied. Hyperparameters may be Python floats or 0-d arrays (a traced
 learning-rate schedule, say); ``nesterov`` is a Python bool.
 
 With ``inplace=False`` (default) no input is modified. With ``inplace=True`` the
 parameter and the state arrays are written in place with the array-API in-place
-operators; the caller checks writability first (:func:`adamp_core.step` does).
+operators; the caller checks writability first ([`adamp_core.step`][adamp_core.step] does).
 
 The math, as ``adamp`` 0.3.0::
 
@@ -20,7 +20,7 @@ The math, as ``adamp`` 0.3.0::
            buf -= coef*w   (without nesterov the projected buffer is carried on)
            w = w*(1 - lr*wd*r/(1-momentum)) - lr * (u - coef*w)
 
-where ``coef`` and ``r`` come from :func:`~adamp_core.projection.projection`.
+where ``coef`` and ``r`` come from [`projection`][adamp_core.projection].
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_, times
 from .namespace import compute_dtype, namespace_of
-from .projection import Projection, channel_view_shape, normalize_axis, project, projection
+from .radial import Projection, channel_view_shape, normalize_axis, project, projection
 from .state import AdamPState, SGDPState
 
 __all__ = [
@@ -118,7 +118,7 @@ def adam_step(
     inplace: bool = False,
     xp: Any,
 ) -> tuple[Array, Array, Array]:
-    """Adam's moments and its step ``d = lr/(1-b1**t) * u`` (``u`` from :func:`adam_direction`).
+    """Adam's moments and its step ``d = lr/(1-b1**t) * u`` (``u`` from [`adam_direction`][adamp_core.updates.adam_direction]).
 
     ``step`` is the 0-d step count ``t`` after this step's increment. Returns
     ``(exp_avg, exp_avg_sq, d)``; ``d`` is a new array, in float32 for
@@ -174,7 +174,7 @@ def _adam_d(
     nesterov: bool,
     xp: Any,
 ) -> Array:
-    """Adam's step ``d`` from the updated moments (see :func:`adam_step`)."""
+    """Adam's step ``d`` from the updated moments (see [`adam_step`][adamp_core.updates.adam_step])."""
     bias_correction1 = 1 - beta1**step
     sqrt_bc2 = xp.sqrt(1 - beta2**step)
     # The step size scales the numerator: in one expression with the division, XLA
@@ -235,7 +235,7 @@ def apply_update(
     """``param*decay - step_size*(update - coef*param)``, fused as
     ``param*(decay + step_size*coef) - step_size*update``.
 
-    ``coef`` is :attr:`Projection.coef` (``None`` when ``update`` is already
+    ``coef`` is [`Projection`][adamp_core.Projection]`.coef` (``None`` when ``update`` is already
     projected); ``decay`` and ``step_size`` are 0-d arrays or Python floats.
     """
     factor = decay if coef is None else decay + times(step_size, coef)
@@ -283,7 +283,7 @@ class _View:
 
 def _state_view(param: Array, state_array: Array, channel_axis: int | None, xp: Any) -> _View:
     """The state's layout: the parameter's shape or, for a weight of 3 or more dimensions,
-    the 2-D shape in which it is tested (:func:`~adamp_core.projection.channel_view_shape`)."""
+    the 2-D shape in which it is tested ([`channel_view_shape`][adamp_core.radial.channel_view_shape])."""
     shape, state_shape = tuple(param.shape), tuple(state_array.shape)
     if state_shape == shape:
         return _View(shape, shape, channel_axis, xp)
@@ -317,9 +317,9 @@ def adamp_update(
 
     Args:
       param, grad: arrays of one shape, dtype and device (real floating).
-      state: the parameter's :class:`~adamp_core.state.AdamPState`. Its moments
+      state: the parameter's [`AdamPState`][adamp_core.AdamPState]. Its moments
         have the parameter's shape or, for a weight of 3+ dimensions, the 2-D shape
-        in which it is tested (:func:`~adamp_core.projection.channel_view_shape`):
+        in which it is tested ([`channel_view_shape`][adamp_core.radial.channel_view_shape]):
         the state math and the projection then run in that layout and only the
         final update in the parameter's.
       lr, beta1, beta2, eps, weight_decay, delta, wd_ratio: floats or 0-d arrays.
@@ -327,7 +327,7 @@ def adamp_update(
       channel_axis: the axis of the weight's output channels (0: PyTorch's layouts,
         -1: Flax's), or ``None``: never projected.
       inplace: write ``param`` and ``state`` in place (they must be writable).
-      xp: namespace override (see :func:`~adamp_core.namespace.with_overrides`).
+      xp: namespace override (see [`with_overrides`][adamp_core.with_overrides]).
 
     Returns:
       ``(new_param, new_state, projection)``; with ``inplace`` the first two are
@@ -386,7 +386,7 @@ def sgdp_update(
     inplace: bool = False,
     xp: Any = None,
 ) -> tuple[Array, SGDPState, Projection]:
-    """One SGDP step of one parameter; arguments as :func:`adamp_update` (the momentum
+    """One SGDP step of one parameter; arguments as [`adamp_update`][adamp_core.adamp_update] (the momentum
     buffer may also be the ``(rows, fan)`` view of a weight of 3+ dimensions).
 
     Without ``nesterov`` the momentum buffer itself is projected and carried to

@@ -1,7 +1,7 @@
 """How the Optax adapter gets good code out of XLA: its forms of the core's kernels, the
 namespace each leaf uses, and the order in which the leaves are updated.
 
-Nothing here is AdamP math: each kernel computes what :mod:`adamp_core.kernels` defines
+Nothing here is AdamP math: each kernel computes what [`adamp_core.kernels`][adamp_core.kernels] defines
 (up to the order of summation), and the ordering only adds data dependencies that leave
 every value unchanged. The figures quoted are XLA CPU's (JAX 0.10), measured by
 ``benchmarks/jax_step.py``; see ``docs/optax.md``.
@@ -57,7 +57,7 @@ def after(x: jax.Array, done: jax.Array | None) -> jax.Array:
 
 
 def _inner_length(fan: int) -> int | None:
-    """How many 8-element vectors of a row each lane of :func:`_row_dots_cpu` adds up: the
+    """How many 8-element vectors of a row each lane of ``_row_dots_cpu`` adds up: the
     largest of 24, 16, 12, 8 such that a row splits into whole groups of that many vectors,
     or None. LLVM unrolls a loop this short, which lets it vectorize across the 8 lanes."""
     return next((n for n in (24, 16, 12, 8) if fan % (8 * n) == 0), None)
@@ -85,7 +85,7 @@ def _row_dots_plain(
 def _row_dots(
     w: jax.Array, g: jax.Array, *, axis: int = -1, wait: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """:func:`adamp_core.kernels.row_dots` for ``(rows, fan)`` arrays, on CPU in one pass.
+    """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] for ``(rows, fan)`` arrays, on CPU in one pass.
 
     Three ``jnp.sum`` are three kernels that read ``w`` twice and ``g`` twice: XLA CPU does
     not fuse sibling reductions, and runs each through its YNNPACK reduction at about 20
@@ -98,7 +98,7 @@ def _row_dots(
     a weight may be sharded: XLA's SPMD partitioner gathers the operands of a variadic
     reduction over a sharded axis instead of reducing each shard.
 
-    ``wait``: an array this reduction must wait for (see :func:`map_in_order`); it
+    ``wait``: an array this reduction must wait for (see ``map_in_order``); it
     multiplies ``w`` by one inside the fused kernel, so costs no pass.
     ``axis``: -1 for ``(rows, fan)`` (the one-pass form's), -2 for ``(fan, rows)``.
     """
@@ -111,14 +111,14 @@ def _row_dots(
 
 
 #: ``jax.numpy`` with the faster row dot products: the namespace of the core calls that
-#: are not ordered (:func:`namespace` gives the per-leaf ones).
+#: are not ordered (``namespace`` gives the per-leaf ones).
 xp = adamp_core.with_overrides(jnp, vecdot=_rowdot, row_dots=_row_dots)
 _xp_branched = adamp_core.with_overrides(xp, compute_if=_compute_if)
 
 
 def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
     """The namespace of one weight's step: its row sums wait for ``wait.cosine`` (the
-    previous weight's, see :func:`map_in_order`); with ``branch``, ``compute_if`` runs one
+    previous weight's, see ``map_in_order``); with ``branch``, ``compute_if`` runs one
     ``lax.cond`` branch.
 
     With the branch the core computes ``<w, u>`` (``u``: Adam's step, SGDP's direction)
@@ -149,14 +149,14 @@ def map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
     before this leaf (None at first): the projection of the previous weight, for ``fn`` to
     wait on:
 
-    - its row sums wait for the previous weight's ``cosine`` (:func:`namespace`), so that
+    - its row sums wait for the previous weight's ``cosine`` (``namespace``), so that
       the reductions run one after another, each on one core while the other streams the
       moments and final passes of other weights. Left alone, XLA's CPU scheduler runs them
       all at once, keeping the partial sums of every weight alive (ViT-B/16: 46 MB of
       temporaries instead of 3 MB) and leaving the final passes to run alone at the end
       (ViT-B/16 AdamP: 1.5x ``optax.adamw`` instead of 1.3x).
-    - AdamP's step count waits for the previous ``coef`` (:func:`after`), so that the Adam
-      step of the weights that store it (conv weights, :func:`namespace`) is alive for one
+    - AdamP's step count waits for the previous ``coef`` (``after``), so that the Adam
+      step of the weights that store it (conv weights, ``namespace``) is alive for one
       weight at a time (ResNet-50: 112 MB of temporaries instead of 10 MB).
 
     Each leaf waits for the previous weight only, not for a running chain: XLA would fuse a

@@ -1,9 +1,9 @@
-"""Optax adapter: AdamP and SGDP as Optax gradient transformations over :mod:`adamp_core`.
+"""Optax adapter: AdamP and SGDP as Optax gradient transformations over ``adamp_core``.
 
 Optax has no AdamP. Here it is, in Optax's conventions: ``adamp``/``sgdp`` aliases
 built, like ``optax.adamw``, by chaining a ``scale_by_*`` piece with
 ``optax.scale_by_learning_rate``; the projection alone as a wrapper
-(:func:`with_projection`) that adds it to any other optimizer. Every leaf is
+([`with_projection`][adapters.optax.with_projection]) that adds it to any other optimizer. Every leaf is
 updated by the core's ``adamp_update``/``sgdp_update`` on ``jax.numpy`` arrays;
 this module only maps pytrees and turns "new parameters" into Optax "updates".
 
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 import adamp_core
-from adamp_core.projection import channel_view_shape
+from adamp_core.radial import channel_view_shape
 from adamp_core.state import step_dtype
 
 from ._xla import after, anchor, map_in_order, namespace, xp
@@ -54,28 +54,28 @@ class LeafProjection(NamedTuple):
 
 
 class ScaleByAdamPState(NamedTuple):
-    """State of :func:`scale_by_adamp`: the official per-parameter AdamP state, with one
+    """State of [`scale_by_adamp`][adapters.optax.scale_by_adamp]: the official per-parameter AdamP state, with one
     step count shared by all leaves (as Optax keeps one ``count``; the official per-parameter
     counts are all equal unless parameters join late, which a pytree cannot do)."""
 
     step: jax.Array  #: 0-d float array: steps taken (float64 if any leaf is, else float32)
     exp_avg: optax.Updates  #: first moments; weights of 3+ dimensions in their 2-D view
     exp_avg_sq: optax.Updates  #: second moments, laid out as ``exp_avg``
-    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
+    projection: Any  #: per leaf, the last step's [`LeafProjection`][adapters.optax.LeafProjection]
 
 
 class ScaleBySGDPState(NamedTuple):
-    """State of :func:`scale_by_sgdp`: per leaf, the (projected) momentum buffer."""
+    """State of [`scale_by_sgdp`][adapters.optax.scale_by_sgdp]: per leaf, the (projected) momentum buffer."""
 
     momentum: optax.Updates  #: like the params; weights of 3+ dimensions in their 2-D view
-    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
+    projection: Any  #: per leaf, the last step's [`LeafProjection`][adapters.optax.LeafProjection]
 
 
 class WithProjectionState(NamedTuple):
-    """State of :func:`with_projection`: the wrapped transformation's state."""
+    """State of [`with_projection`][adapters.optax.with_projection]: the wrapped transformation's state."""
 
     inner: optax.OptState
-    projection: Any  #: per leaf, the last step's :class:`LeafProjection`
+    projection: Any  #: per leaf, the last step's [`LeafProjection`][adapters.optax.LeafProjection]
 
 
 def _validate(config_type: type, **kwargs: Any) -> None:
@@ -204,7 +204,7 @@ def scale_by_adamp(
     decoupled weight decay scaled by ``r = wd_ratio`` when projected (1 otherwise).
     Multiplied by ``-lr`` this is exactly one step of the official ``adamp.AdamP``.
 
-    Args: as :func:`adamp` (without ``learning_rate``).
+    Args: as [`adamp`][adapters.optax.adamp] (without ``learning_rate``).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
@@ -386,10 +386,10 @@ def adamp(
     Returns:
       ``chain(scale_by_adamp(...), scale_by_learning_rate(learning_rate))``, an
       ``optax.GradientTransformationExtraArgs``. ``update`` needs ``params``. The
-      state records each leaf's last projection (:func:`projection_info`).
+      state records each leaf's last projection ([`projection_info`][adapters.optax.projection_info]).
 
     Raises:
-      ValueError: for a bad hyperparameter (as :class:`adamp_core.AdamPConfig`).
+      ValueError: for a bad hyperparameter (as [`adamp_core.AdamPConfig`][adamp_core.AdamPConfig]).
       TypeError: in ``init``/``update``, for a leaf that is not real floating point.
 
     Example:
@@ -428,13 +428,13 @@ def sgdp(
     """SGDP (Heo et al., ICLR 2021): SGD with momentum and the AdamP projection.
 
     ``buf = momentum buf + (1-dampening) g``; ``u = buf`` (nesterov: ``g + momentum buf``);
-    ``u`` is projected as in :func:`adamp`;
+    ``u`` is projected as in [`adamp`][adapters.optax.adamp];
     ``w <- w (1 - lr wd r / (1-momentum)) - lr u'``. Step for step the official
     ``adamp.SGDP``.
 
     Args:
       learning_rate, weight_decay, eps, delta, wd_ratio, mask, channel_axis: as in
-        :func:`adamp` (``channel_axis`` defaults to ``"last"``, Flax's and Haiku's layout).
+        [`adamp`][adapters.optax.adamp] (``channel_axis`` defaults to ``"last"``, Flax's and Haiku's layout).
       momentum: in ``[0, 1)``.
       dampening: in ``[0, 1]``.
       nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
@@ -465,8 +465,8 @@ def with_projection(
     with the learning rate: wrap a whole optimizer such as ``optax.lion(1e-4)``. Note that
     weight decay inside ``inner`` is radial, so it is projected away on those weights;
     chain ``optax.add_decayed_weights`` outside the wrapper to keep it, or use
-    :func:`adamp`/:func:`sgdp` for the ``wd_ratio`` semantics. ``channel_axis`` as in
-    :func:`adamp`.
+    [`adamp`][adapters.optax.adamp]/[`sgdp`][adapters.optax.sgdp] for the ``wd_ratio`` semantics. ``channel_axis`` as in
+    [`adamp`][adapters.optax.adamp].
     """
     _validate(adamp_core.AdamPConfig, eps=eps, delta=delta)
 
@@ -498,8 +498,8 @@ def with_projection(
 def projection_info(state: optax.OptState, params: optax.Params) -> list[dict[str, Any]]:
     """Per leaf, which branch the last step's projection took and the cosine that decided it.
 
-    Reads the :class:`LeafProjection` records kept in the state of :func:`adamp`,
-    :func:`sgdp` or :func:`with_projection` (anywhere in a chain), so the jitted step itself
+    Reads the [`LeafProjection`][adapters.optax.LeafProjection] records kept in the state of [`adamp`][adapters.optax.adamp],
+    [`sgdp`][adapters.optax.sgdp] or [`with_projection`][adapters.optax.with_projection] (anywhere in a chain), so the jitted step itself
     never waits for them; this call copies them to the host (one transfer, on request).
 
     Args:

@@ -1,4 +1,4 @@
-"""PyTorch adapter: ``AdamP`` and ``SGDP`` as ``torch.optim`` optimizers over :mod:`adamp_core`.
+"""PyTorch adapter: ``AdamP`` and ``SGDP`` as ``torch.optim`` optimizers over ``adamp_core``.
 
 ``from adapters.torch import AdamP`` replaces ``from adamp import AdamP``.
 """

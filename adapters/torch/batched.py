@@ -1,11 +1,11 @@
 """The projection of a whole parameter list at once: a few kernels instead of dozens per weight.
 
-The core decides a projection from per-channel sums (:func:`adamp_core.projection.decide`,
-:func:`~adamp_core.projection.radial_coefficients`), written over the last axis so that a
+The core decides a projection from per-channel sums ([`adamp_core.radial.decide`][adamp_core.radial.decide],
+[`radial_coefficients`][adamp_core.radial.radial_coefficients]), written over the last axis so that a
 batch of weights, padded with zero sums, is decided by the same code in one pass. Here the
 sums of every tensor of a list come from three kernels each (a multi-tensor product, a
 concatenation, a segmented sum); the decisions are ``(weights, rows)`` arrays; and the
-per-channel results go back as :class:`Packed` values that expand to the tensors' shapes
+per-channel results go back as ``Packed`` values that expand to the tensors' shapes
 only where they meet them (one ``repeat_interleave``). Nothing is read back to the host:
 the layout of a list (which rows belong to which tensor) is built once per list of shapes.
 """
@@ -20,7 +20,7 @@ import torch
 
 import adamp_core
 from adamp_core.namespace import compute_dtype
-from adamp_core.projection import branch, decay_ratio, decide, radial_coefficients
+from adamp_core.radial import branch, decay_ratio, decide, radial_coefficients
 
 __all__ = ["Layout", "Packed", "projection"]
 
@@ -75,7 +75,7 @@ class Layout:
 class Packed:
     """One value per tensor (``per="weight"``) or per row (``per="row"``) of a list, packed
     in one tensor: the core's arithmetic on them is one kernel, and they expand to the
-    tensors' shapes (:meth:`expand`) where they meet whole tensors."""
+    tensors' shapes (``expand``) where they meet whole tensors."""
 
     __slots__ = ("layout", "per", "values")
 
@@ -154,9 +154,9 @@ def projection(
     eps: Any,
     xp: Any = torch_xp,
 ) -> adamp_core.Projection:
-    """:func:`adamp_core.projection` of every tensor of a list (output channels on axis 0),
-    decided by the core's :func:`~adamp_core.projection.decide` on padded per-channel sums.
-    The fields come back :class:`Packed`."""
+    """[`adamp_core.projection`][adamp_core.projection] of every tensor of a list (output channels on axis 0),
+    decided by the core's [`decide`][adamp_core.radial.decide] on padded per-channel sums.
+    The fields come back ``Packed``."""
     dtype = compute_dtype(param[0].dtype, torch)
     if dtype != param[0].dtype:
         param, grad, update = ([t.to(dtype) for t in ts] for ts in (param, grad, update))

@@ -98,7 +98,7 @@ def compiled(update: Callable[..., Any]) -> Callable[..., Any]:
 
 def can_view(*tensors: torch.Tensor) -> bool:
     """True when every tensor is non-empty, contiguous and has storage (not ``meta``), so
-    :func:`flat_view` aliases it and the compiled graph can run on it."""
+    ``flat_view`` aliases it and the compiled graph can run on it."""
     return all(t.numel() > 0 and t.is_contiguous() and t.device.type != "meta" for t in tensors)
 
 

@@ -1,11 +1,11 @@
 """A namespace whose "arrays" are lists of tensors, computed with ``torch._foreach_*`` kernels.
 
-The element-wise pieces of :mod:`adamp_core.updates` are written with array
+The element-wise pieces of [`adamp_core.updates`][adamp_core.updates] are written with array
 operators (``m *= beta1``, ``m += (1 - beta1) * g``, ...). Handing them
-:class:`TensorList` values and :data:`namespace` runs exactly that code over a
+``TensorList`` values and ``namespace`` runs exactly that code over a
 whole parameter group with one multi-tensor kernel per operator: the math stays
 in the core, and this module only maps operators to kernels. The projection is
-the core's own function, run per tensor (:meth:`ForeachNamespace.projection`).
+the core's own function, run per tensor (``ForeachNamespace.projection``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class TensorList:
     """A list of tensors of one dtype and device that behaves as one array under operators.
 
     The other operand of an operator may be a Python number, a tensor (applied to
-    every element), or another :class:`TensorList` of the same length (element by
+    every element), or another ``TensorList`` of the same length (element by
     element, with broadcasting, e.g. a 0-d step size per tensor).
     """
 
@@ -112,7 +112,7 @@ class TensorList:
 
 
 class ForeachNamespace:
-    """The few namespace functions the element-wise pieces call, over :class:`TensorList`."""
+    """The few namespace functions the element-wise pieces call, over ``TensorList``."""
 
     float32 = torch.float32
     float64 = torch.float64
@@ -183,7 +183,7 @@ class ForeachNamespace:
         **hyper: Any,
     ) -> adamp_core.Projection:
         """The projection of every tensor of the list: at once on accelerators
-        (:mod:`.batched`, the fields come back packed, one value per tensor or per output
+        (``.batched``, the fields come back packed, one value per tensor or per output
         channel); per tensor with the core on CPU, for DTensors and other layouts."""
         first = param.tensors[0]
         batched = first.device.type in self.batched_devices

@@ -1,14 +1,14 @@
 """Torch forms of the kernels a core namespace may replace, and the per-tensor namespace.
 
-:mod:`adamp_core` runs on any array-API namespace; a namespace may supply faster forms of
-a few functions (``vecdot``, the in-place kernels of :mod:`adamp_core.kernels` and the
-fused ``adam_step_`` of :func:`adamp_core.updates.adam_step`). Here they are torch's
+``adamp_core`` runs on any array-API namespace; a namespace may supply faster forms of
+a few functions (``vecdot``, the in-place kernels of [`adamp_core.kernels`][adamp_core.kernels] and the
+fused ``adam_step_`` of [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step]). Here they are torch's
 fused in-place methods and ``torch._fused_adam_``. Each computes the same values as the
 core's definition (``tests/test_torch_kernels.py`` checks them against it).
 
 On CPU, a fresh large temporary page-faults on every step (measured 3-8x slower than
 writing into memory already touched), so the per-tensor path of one optimizer reuses a
-:class:`Workspace`: the product inside ``vecdot`` and Adam's step are written into
+``Workspace``: the product inside ``vecdot`` and Adam's step are written into
 scratch tensors the size of the largest parameter, kept between steps.
 """
 
@@ -126,7 +126,7 @@ def fused_adam_step(
     eps: Any,
     out: list[torch.Tensor | None] | None = None,
 ) -> list[torch.Tensor] | None:
-    """:func:`adamp_core.updates.adam_step` over lists, with ``torch._fused_adam_``.
+    """[`adamp_core.updates.adam_step`][adamp_core.updates.adam_step] over lists, with ``torch._fused_adam_``.
 
     Adam applied with a negated learning rate and no weight decay to zero-filled
     "parameters" leaves each holding ``lr/(1-b1**t) * m/(sqrt(v)/sqrt(1-b2**t) + eps)``,

@@ -2,7 +2,7 @@
 
 The classes gather tensors, lay out state as the official package does and
 translate torch.optim conventions (param groups, ``maximize``, closures); every
-update is computed by :mod:`adamp_core` (``adamp_update`` / ``sgdp_update``),
+update is computed by ``adamp_core`` (``adamp_update`` / ``sgdp_update``),
 either per tensor or over a whole group at once through the foreach namespace.
 """
 
@@ -27,7 +27,7 @@ _BRANCH_NAMES = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_c
 
 
 class ProjectionInfo(NamedTuple):
-    """What the last step did to one parameter (see :meth:`AdamP.projection_info`)."""
+    """What the last step did to one parameter (see ``AdamP.projection_info``)."""
 
     name: str  #: the parameter's name if ``names`` were given, else ``"group{g}.param{i}"``
     shape: tuple[int, ...]
@@ -278,7 +278,7 @@ class _ProjectedOptimizer(Optimizer):
             label parameters by name.
 
         Returns:
-          One :class:`ProjectionInfo` per parameter updated by the last step, in
+          One [`ProjectionInfo`][adapters.torch.ProjectionInfo] per parameter updated by the last step, in
           param-group order. This call reads the values from the device (one
           sync, here, on request); ``step()`` itself never does.
         """
@@ -320,7 +320,7 @@ class AdamP(_ProjectedOptimizer):
     Args:
       params: parameters or param groups, as any ``torch.optim`` optimizer.
       lr, betas, eps, weight_decay, delta, wd_ratio, nesterov: as the official
-        package (see :class:`adamp_core.AdamPConfig`; same names, order, defaults).
+        package (see [`adamp_core.AdamPConfig`][adamp_core.AdamPConfig]; same names, order, defaults).
       maximize: maximize the objective (negate gradients).
       foreach: ``True``: one multi-tensor kernel per element-wise operation over
         each group; ``False``: one tensor at a time; ``None`` (default): foreach
@@ -406,8 +406,8 @@ class SGDP(_ProjectedOptimizer):
     Args:
       params: parameters or param groups.
       lr (required), momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio:
-        as the official package (see :class:`adamp_core.SGDPConfig`).
-      maximize, foreach, compile: as in :class:`AdamP`.
+        as the official package (see [`adamp_core.SGDPConfig`][adamp_core.SGDPConfig]).
+      maximize, foreach, compile: as in [`AdamP`][adapters.torch.AdamP].
 
     The state of each parameter is ``{"momentum"}``: the (projected, without nesterov)
     momentum buffer, as in the official optimizer.

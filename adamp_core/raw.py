@@ -38,11 +38,11 @@ def init(params: Array | Sequence[Array], config: Config) -> State | list[State]
 
     Args:
       params: one array, or a list/tuple of arrays, of any array-API library.
-      config: an :class:`~adamp_core.AdamPConfig` or :class:`~adamp_core.SGDPConfig`.
+      config: an [`AdamPConfig`][adamp_core.AdamPConfig] or [`SGDPConfig`][adamp_core.SGDPConfig].
 
     Returns:
-      For one array, its :class:`~adamp_core.AdamPState` or
-      :class:`~adamp_core.SGDPState` (zeros, step 0); for a sequence, a list of
+      For one array, its [`AdamPState`][adamp_core.AdamPState] or
+      [`SGDPState`][adamp_core.SGDPState] (zeros, step 0); for a sequence, a list of
       them in the same order.
     """
     make = init_adamp if _state_type(config) is AdamPState else init_sgdp
@@ -150,8 +150,8 @@ def step(
         (NumPy, CuPy, PyTorch, JAX, array-api-strict), real floating dtypes.
       grads: matching gradients; a ``None`` gradient leaves its parameter and
         state untouched.
-      state: from :func:`init` (one state, or a sequence of them).
-      config: :class:`~adamp_core.AdamPConfig` or :class:`~adamp_core.SGDPConfig`.
+      state: from [`init`][adamp_core.init] (one state, or a sequence of them).
+      config: [`AdamPConfig`][adamp_core.AdamPConfig] or [`SGDPConfig`][adamp_core.SGDPConfig].
       inplace: write the new values into ``params`` and ``state`` (NumPy,
         CuPy, PyTorch); JAX arrays are immutable and raise ``ValueError``.
 

@@ -47,7 +47,7 @@ __all__ = [
 
 Array = Any
 
-#: Values of :attr:`Projection.branch`.
+#: Values of [`Projection`][adamp_core.Projection]`.branch`.
 NONE, CHANNEL, LAYER = 0, 1, 2
 
 
@@ -56,14 +56,14 @@ class Projection(NamedTuple):
 
     ``coef`` has ``param.ndim`` dimensions, all 1 but the channel axis (``rows`` long),
     and the compute dtype: the radial component of the update is ``coef * param``, so
-    the projected update is ``update - coef * param`` (see :func:`project`). ``coef`` is
+    the projected update is ``update - coef * param`` (see [`project`][adamp_core.project]). ``coef`` is
     zero where nothing is projected.
     """
 
     #: ``<w_i,u_i>/(|w_i|+eps)^2`` (channel view) or ``<w,u>/(|w|+eps)^2`` (layer view)
     coef: Array
     ratio: Array  #: 0-d; ``wd_ratio`` if projected, else 1: the weight-decay multiplier
-    branch: Array  #: 0-d int32: :data:`NONE`, :data:`CHANNEL` or :data:`LAYER`
+    branch: Array  #: 0-d int32: ``NONE``, ``CHANNEL`` or ``LAYER``
     #: 0-d: the deciding ``|cos|``: the channel maximum if the channel view fired, else
     #: the layer cosine; NaN where nothing was tested (``ndim < 2`` or empty)
     cosine: Array
@@ -175,7 +175,7 @@ def radial_coefficients(
 ) -> Array:
     """Step 3: per channel, ``coef`` such that ``u - coef * w`` has no component along
     ``w_hat = w / (|w| + eps)``: ``<w_i,u_i>/(|w_i|+eps)^2`` where the channel view fired,
-    ``<w,u>/(|w|+eps)^2`` where the layer view did, 0 elsewhere. Shapes as in :func:`decide`.
+    ``<w,u>/(|w|+eps)^2`` where the layer view did, 0 elsewhere. Shapes as in [`decide`][adamp_core.radial.decide].
     """
     by_channel = _radial_coefficient(wu, ww, eps, xp)
     by_layer = xp.expand_dims(
@@ -192,7 +192,7 @@ def decay_ratio(decision: Decision, wd_ratio: float | Array, dtype: Any, xp: Any
 
 
 def branch(decision: Decision, xp: Any) -> Array:
-    """:data:`CHANNEL`, :data:`LAYER` or :data:`NONE`, int32."""
+    """``CHANNEL``, ``LAYER`` or ``NONE``, int32."""
     return xp.where(decision.layer, LAYER, xp.astype(decision.channel, xp.int32) * CHANNEL)
 
 
@@ -225,7 +225,7 @@ def projection(
 
     ``update`` is read only for ``<w_i, u_i>``, after both tests. It may be a function of
     no arguments that returns it: a namespace that can skip work
-    (:func:`~adamp_core.kernels.compute_if`) then calls it only where a view fired.
+    ([`compute_if`][adamp_core.kernels.compute_if]) then calls it only where a view fired.
 
     Args:
       param, grad, update: arrays of one shape and dtype (``update`` or a function
@@ -234,10 +234,10 @@ def projection(
       channel_axis: the axis of the output channels (negative counts from the end), or
         ``None``: never projected.
       xp: the namespace (default: the arrays'); see
-        :func:`~adamp_core.namespace.with_overrides`.
+        [`with_overrides`][adamp_core.with_overrides].
 
     Returns:
-      A :class:`Projection`; apply it with :func:`project`.
+      A [`Projection`][adamp_core.Projection]; apply it with [`project`][adamp_core.project].
     """
     xp = namespace_of(param, grad) if xp is None else xp
     supplied = getattr(xp, "projection", None)
