@@ -103,7 +103,9 @@ def run(workload: str, rounds: int) -> list[Result]:
             return box["p"]
 
         runs[name] = call
-    samples = interleaved(runs, rounds=rounds, warmup=2, sync=jax.block_until_ready)
+    samples = interleaved(
+        runs, rounds=rounds, warmup=2, sync=jax.block_until_ready, label=f"JAX {workload}"
+    )
 
     def reference(name: str) -> str:
         return "optax.sgd momentum" if "sg" in name else "optax.adamw"

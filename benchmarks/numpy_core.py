@@ -84,7 +84,7 @@ def run(workload: str, rounds: int) -> list[Result]:
             sgdp_p, grads, sgdp_s, sgd_cfg, inplace=True
         ),
     }
-    samples = interleaved(fns, rounds=rounds)
+    samples = interleaved(fns, rounds=rounds, label=f"NumPy {workload}")
 
     def reference(name: str) -> str:
         return "numpy SGD momentum (in place)" if "SG" in name else "numpy AdamW (in place, out=)"

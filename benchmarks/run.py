@@ -13,12 +13,15 @@ bandwidth allows for the bytes each update must move.
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 from shapes import WORKLOADS, count
-from timing import Result, copy_bandwidth, table
+from timing import UNSTABLE_SPREAD, Result, copy_bandwidth, table
 
 #: Bytes per parameter an update must move at least: AdamW reads p, g, m, v and writes p, m, v
 #: (7 x 4 bytes); AdamP also reads the weight a second time for the projection's reductions.
@@ -50,29 +53,47 @@ def _suites(quick: bool) -> list[tuple[str, object]]:
     return suites
 
 
+def environment() -> str:
+    """The machine, the library versions and the date, for the table and the chart."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for package in ("numpy", "torch", "jax", "optax", "adamp"):
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            pass
+    return (
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{', '.join(versions)}; {datetime.date.today().isoformat()}"
+    )
+
+
 def _cell(r: Result) -> str:
-    return f"{r.seconds * 1e3:.0f} ms ({r.ratio:.2f}x)"
+    return f"{r.seconds * 1e3:.0f} ms, {r.ratio_text()}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ResNet-50 only, 5 rounds")
+    parser.add_argument("--quick", action="store_true", help="ResNet-50 only, 7 rounds: under two minutes on 2 cores")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
     parser.add_argument("--chart", default=str(Path(__file__).with_name("results.png")))
     args = parser.parse_args()
     workloads = ["resnet50"] if args.quick else list(WORKLOADS)
-    rounds = 5 if args.quick else args.rounds
+    rounds = 7 if args.quick else args.rounds
 
     bandwidth = copy_bandwidth()
     cells: dict[str, dict[str, str]] = {}
     ratios: dict[str, dict[str, float]] = {}
     for framework, suite in _suites(args.quick):
         for workload in workloads:
+            started = time.perf_counter()
             for r in suite.run(workload, rounds):
                 name = f"{framework}: {r.name}"
                 cells.setdefault(name, {})[workload] = _cell(r)
-                ratios.setdefault(name, {})[workload] = r.ratio
+                ratios.setdefault(name, {})[workload] = r
+            print(f"({framework} {workload}: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     for kind, nbytes in FLOOR_BYTES.items():
         name = f"floor: {kind} at {bandwidth / 1e9:.0f} GB/s copy bandwidth"
         for workload in workloads:
@@ -80,13 +101,16 @@ def main() -> None:
             cells.setdefault(name, {})[workload] = f"{seconds * 1e3:.0f} ms"
 
     rows = [(name, *(c.get(w, "") for w in workloads)) for name, c in cells.items()]
+    env = environment()
     rows += [
         (name, *(f"not measured: {why}" for _ in workloads)) for name, why in NOT_MEASURED.items()
     ]
     text = "\n".join(
         [
-            f"Median step time (ratio to the framework's plain AdamW/SGD, measured interleaved), "
-            f"float32, {platform.machine()} CPU, {rounds} rounds.",
+            f"Median step time and its ratio to the framework's plain AdamW/SGD, measured "
+            f"interleaved: the median of the per-round ratios, with their interquartile range in "
+            f"parentheses; a row whose range is wider than {UNSTABLE_SPREAD:.0%} of its ratio is "
+            f"marked unstable. float32, {rounds} rounds; {env}.",
             "",
             table(rows, ("implementation", *workloads)),
         ]
@@ -94,10 +118,12 @@ def main() -> None:
     print("\n" + text)
     Path(args.out).write_text(text + "\n")
     print(f"\ntable written to {args.out}")
-    _chart(ratios, workloads, args.chart)
+    _chart(ratios, workloads, args.chart, f"{rounds} rounds; {env}")
 
 
-def _chart(ratios: dict[str, dict[str, float]], workloads: list[str], path: str) -> None:
+def _chart(
+    ratios: dict[str, dict[str, Result]], workloads: list[str], path: str, subtitle: str
+) -> None:
     try:
         import matplotlib
 
@@ -111,11 +137,21 @@ def _chart(ratios: dict[str, dict[str, float]], workloads: list[str], path: str)
     height = 0.8 / len(workloads)
     for i, workload in enumerate(workloads):
         ys = [j + i * height for j in range(len(names))]
-        ax.barh(ys, [ratios[n].get(workload, 0.0) for n in names], height=height, label=workload)
+        got = [ratios[n].get(workload) for n in names]
+        widths = [r.ratio if r else 0.0 for r in got]
+        spread = [
+            [r.ratio - r.low if r else 0.0 for r in got],
+            [r.high - r.ratio if r else 0.0 for r in got],
+        ]
+        ax.barh(ys, widths, height=height, label=workload, xerr=spread, capsize=2)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(names))], names, fontsize=8)
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("step time / the framework's plain AdamW or SGD (lower is faster)")
+    ax.set_xlabel(
+        "step time / the framework's plain AdamW or SGD, median of per-round ratios "
+        "(bars: interquartile range; lower is faster)"
+    )
+    ax.set_title(f"AdamP and SGDP step time, float32 CPU\n{subtitle}", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -35,9 +35,19 @@ def fix_allocator() -> bool:
 ALLOCATOR_FIXED = fix_allocator()
 
 
+#: A row whose per-round ratios spread (interquartile range) over more than this fraction of
+#: their median is flagged as unstable rather than reported as a fact.
+UNSTABLE_SPREAD = 0.25
+
+
 @dataclass
 class Result:
-    """One implementation on one workload: median seconds per step and the ratio to its reference."""
+    """One implementation on one workload.
+
+    ``ratio`` is the median over rounds of (this step's time / the reference's time in the same
+    round), so drift that hits both alike cancels; ``low`` and ``high`` are that ratio's first
+    and third quartiles.
+    """
 
     name: str
     seconds: float
@@ -45,6 +55,17 @@ class Result:
     reference: str
     first: float | None = None  #: seconds of the first step (compilation included)
     memory_mb: float | None = None  #: peak extra memory of a step
+    low: float = float("nan")
+    high: float = float("nan")
+
+    @property
+    def unstable(self) -> bool:
+        return (self.high - self.low) > UNSTABLE_SPREAD * self.ratio
+
+    def ratio_text(self) -> str:
+        """``1.59x (1.52-1.66)``, with ``unstable`` where the spread is too wide to trust."""
+        text = f"{self.ratio:.2f}x ({self.low:.2f}-{self.high:.2f})"
+        return text + " unstable" if self.unstable else text
 
 
 def interleaved(
@@ -53,14 +74,20 @@ def interleaved(
     rounds: int = 20,
     warmup: int = 2,
     sync: Callable[[object], None] | None = None,
+    label: str = "",
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``rounds`` samples each, after ``warmup`` calls."""
+    """Seconds per call of each function, ``rounds`` samples each, after ``warmup`` calls.
+
+    A progress bar (tqdm, where installed) counts the warm-up calls and the rounds.
+    """
     names = list(fns)
+    bar = progress(rounds + warmup, label)
     for name in names:
         for _ in range(warmup):
             out = fns[name]()
             if sync:
                 sync(out)
+    bar.update(warmup)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -70,7 +97,34 @@ def interleaved(
             if sync:
                 sync(out)
             samples[name].append(time.perf_counter() - t0)
+        bar.update(1)
+    bar.close()
     return samples
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, label: str):
+    """A tqdm progress bar on stderr, or nothing where tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc=label, unit="round", leave=False, dynamic_ncols=True)
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile (inclusive method: defined for 2+ samples)."""
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def median(xs: list[float]) -> float:
@@ -104,30 +158,38 @@ def summarize(
     first: dict[str, float] | None = None,
     memory: dict[str, float] | None = None,
 ) -> list[Result]:
-    """Medians and ratios to each implementation's reference, in the order measured."""
-    return [
-        Result(
-            name,
-            median(xs),
-            median(xs) / median(samples[reference_of(name)]),
-            reference_of(name),
-            (first or {}).get(name),
-            (memory or {}).get(name),
+    """Medians, and ratios to each implementation's reference round by round, in the order
+    measured."""
+    results = []
+    for name, xs in samples.items():
+        reference = reference_of(name)
+        per_round = [x / r for x, r in zip(xs, samples[reference])]
+        low, ratio, high = quartiles(per_round)
+        results.append(
+            Result(
+                name,
+                median(xs),
+                ratio,
+                reference,
+                (first or {}).get(name),
+                (memory or {}).get(name),
+                low,
+                high,
+            )
         )
-        for name, xs in samples.items()
-    ]
+    return results
 
 
 def print_results(title: str, results: list[Result]) -> None:
     """The Markdown table of one workload."""
-    header = ["implementation", "ms / step", "ratio to reference", "reference"]
+    header = ["implementation", "ms / step", "ratio to reference (IQR)", "reference"]
     if any(r.first is not None for r in results):
         header.append("first step s")
     if any(r.memory_mb is not None for r in results):
         header.append("peak extra MB")
     rows = []
     for r in results:
-        row = [r.name, f"{r.seconds * 1e3:.1f}", f"{r.ratio:.2f}", r.reference]
+        row = [r.name, f"{r.seconds * 1e3:.1f}", r.ratio_text(), r.reference]
         if "first step s" in header:
             row.append("" if r.first is None else f"{r.first:.2f}")
         if "peak extra MB" in header:

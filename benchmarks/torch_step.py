@@ -93,7 +93,9 @@ def run(workload: str, rounds: int) -> list[Result]:
         opt.step()
         first[name] = time.perf_counter() - t0
         opts[name] = opt
-    samples = interleaved({n: o.step for n, o in opts.items()}, rounds=rounds, warmup=1)
+    samples = interleaved(
+        {n: o.step for n, o in opts.items()}, rounds=rounds, warmup=1, label=f"PyTorch {workload}"
+    )
     memory = {}
     for name, opt in opts.items():
         gc.collect()

@@ -2,8 +2,11 @@
 
 A linear classifier whose weight rows are normalized before use (``logits = s * x @ (W/|W|)^T``)
 is scale-invariant: its loss depends on ``W / |W|`` only, so the gradient is orthogonal to each
-row. Plain SGD with momentum and Adam then grow ``|W|``, which shrinks the effective step size
-``lr / |W|^2``; SGDP and AdamP remove the radial part of the update and keep the norm in check.
+row and scales as ``1/|W|``. Plain SGD with momentum and Adam then grow ``|W|``, which shrinks
+the effective step size (the step's angle, paper section 2): ``lr / |W|^2`` for SGD, whose step is
+``lr`` times a gradient of size ``1/|W|``, and ``lr / |W|`` for Adam, whose step has size ``lr``
+whatever the gradient's scale. SGDP and AdamP remove the radial part of the update and keep the
+norm in check.
 The four optimizers share everything else: SGD and Adam are SGDP and AdamP with ``delta=0``,
 a threshold no cosine is below, so nothing is ever projected.
 
@@ -11,8 +14,10 @@ a threshold no cosine is below, so nothing is ever projected.
     python examples/norm_growth.py --backend torch       # adapters.torch, autograd
     python examples/norm_growth.py --backend jax         # adapters.optax, jax.grad
     python examples/norm_growth.py --out norm_growth.png --steps 300
+    python examples/norm_growth.py --markdown docs/snippets/norm-growth.md   # the docs' table
 
-All three backends run in float64 and print the same table to within float tolerance.
+All three backends run in float64 and print the same table to within float tolerance. The
+accuracy is training accuracy (there is no held-out set: the point is the weight norm).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +33,7 @@ import adamp_core
 
 SCALE = 8.0  # logit scale of the normalized classifier
 CLASSES, DIM, SAMPLES = 5, 32, 1000
+EXTRAS = {"torch": "torch", "jax": "jax"}  # backend -> the pip extra that installs it
 OPTIMIZERS = {  # name -> (kind, hyperparameters); delta=0 turns the projection off
     "SGD": ("sgdp", dict(lr=0.2, momentum=0.9, delta=0.0)),
     "SGDP": ("sgdp", dict(lr=0.2, momentum=0.9)),
@@ -148,17 +155,32 @@ def experiment(backend: str, steps: int, seed: int = 0, progress: bool = True) -
     return history
 
 
+def effective_step(kind: str, lr: float, norm: float) -> tuple[float, str]:
+    """The effective step size of a scale-invariant weight and its formula (paper, section 2).
+
+    A scale-invariant weight's gradient has size ``1/|W|``: SGD's step ``lr * grad`` turns the
+    weight by ``lr / |W|^2``. Adam divides by the gradient's own scale, so its step has size
+    ``lr`` and turns the weight by ``lr / |W|``.
+    """
+    if kind == "sgdp":
+        return lr / norm**2, "lr/‖W‖²"
+    return lr / norm, "lr/‖W‖"
+
+
 def table(history: dict) -> str:
+    """The final figures as a Markdown table (no ``|`` inside a cell)."""
     rows = [
-        "| optimizer | final loss | accuracy | weight norm |W| | effective step lr/|W|^2 |",
-        "|---|---|---|---|---|",
+        "| optimizer | lr | final loss | training accuracy | weight norm ‖W‖ "
+        "| effective step size | formula |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, h in history.items():
-        lr = OPTIMIZERS[name][1]["lr"]
+        kind, hyper = OPTIMIZERS[name]
         norm = h["norm"][-1]
+        step, formula = effective_step(kind, hyper["lr"], norm)
         rows.append(
-            f"| {name} | {h['loss'][-1]:.4f} | {h['accuracy'][-1]:.3f} | {norm:.4f} | "
-            f"{lr / norm**2:.4f} |"
+            f"| {name} | {hyper['lr']:g} | {h['loss'][-1]:.4f} | {h['accuracy'][-1]:.3f} "
+            f"| {norm:.4f} | {step:.5f} | {formula} |"
         )
     return "\n".join(rows)
 
@@ -192,19 +214,40 @@ def plot(history: dict, path: str, backend: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=list(BACKENDS), default="numpy")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="numpy",
+        help="numpy: adamp_core on hand-written gradients; torch: adapters.torch with autograd; "
+        "jax: adapters.optax with jax.grad",
+    )
+    parser.add_argument("--steps", type=int, default=300, help="full-batch training steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weight")
     parser.add_argument("--out", default="norm_growth.png", help="the PNG plot to write")
+    parser.add_argument("--markdown", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
+    extra = EXTRAS.get(args.backend)
+    if extra is not None:
+        try:
+            __import__(args.backend)
+        except ModuleNotFoundError:
+            parser.exit(2, f"--backend {args.backend} needs {args.backend}: "
+                           f"pip install -e \".[{extra}]\"\n")
     print(
         f"Scale-invariant classifier, {SAMPLES} samples, {CLASSES} classes, {args.steps} "
-        f"full-batch steps, backend {args.backend}"
+        f"full-batch steps, backend {args.backend}, float64"
     )
+    print("learning rates: " + ", ".join(f"{n} {h['lr']:g}" for n, (_, h) in OPTIMIZERS.items()))
     history = experiment(args.backend, args.steps, args.seed)
     print()
     print(table(history))
+    if args.markdown:
+        Path(args.markdown).write_text(table(history) + "\n")
+        print(f"\ntable written to {args.markdown}")
     try:
         plot(history, args.out, args.backend)
         print(f"\nplot written to {args.out}")

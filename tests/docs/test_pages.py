@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -11,12 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)  # indented in tabs too
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_code_runs(page):
-    blocks = BLOCK.findall(page.read_text())
+    blocks = [textwrap.dedent(code) for _, code in BLOCK.findall(page.read_text())]
     module = types.ModuleType(f"docs_{page.stem}")  # a real module: dataclasses look it up
     sys.modules[module.__name__] = module
     try:
@@ -24,3 +25,14 @@ def test_page_code_runs(page):
             exec(compile(code, f"{page.name}[block {i}]", "exec"), module.__dict__)
     finally:
         del sys.modules[module.__name__]
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "index.md"], ids=lambda p: p.name)
+def test_quick_start_snippets_show_output(page):
+    """Each quick-start snippet ends with a visible line, so a reader sees that it worked."""
+    section = page.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = [textwrap.dedent(code) for _, code in BLOCK.findall(section)]
+    assert len(blocks) >= 3
+    for code in blocks:
+        last = [line for line in code.splitlines() if line.strip()][-1]
+        assert last.startswith("print("), last
