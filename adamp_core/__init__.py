@@ -11,8 +11,8 @@ Importing this package imports no framework.
 from .config import AdamPConfig, SGDPConfig
 from .namespace import with_overrides
 from .radial import CHANNEL, LAYER, NONE, Projection, project, projection
-from .state import AdamPState, SGDPState
 from .raw import init, step
+from .state import AdamPState, SGDPState
 from .updates import adamp_update, sgdp_update
 
 __version__ = "0.1.0"

@@ -1,12 +1,13 @@
 """Kernels with array-API definitions that a namespace may replace with faster ones.
 
 The core writes its in-place arithmetic (``inplace=True``), the projection's per-row sums
-([`row_dots`][adamp_core.kernels.row_dots]) and its conditional work ([`compute_if`][adamp_core.kernels.compute_if]) through these few functions.
+([`row_dots`][adamp_core.kernels.row_dots]) and its conditional work
+([`compute_if`][adamp_core.kernels.compute_if]) through these few functions.
 Each is defined here with array-API operators; a namespace that has an attribute of the same
-name supplies its own version instead (the PyTorch adapter maps the in-place ones to
-``mul_``/``add_``/``addcmul_``/``div(out=)``, which avoid the temporaries that
-``y += a * x`` allocates; the Optax adapter computes ``row_dots`` in one pass). They are
-kernels, not math: which quantities are combined, with which coefficients, is decided by
+name supplies its own version instead (an adapter may map the in-place ones to native
+in-place operations, which avoid the temporaries that ``y += a * x`` allocates, or compute
+``row_dots`` in one pass). They are kernels, not math: which quantities are combined, with which
+coefficients, is decided by
 [`adamp_core.updates`][adamp_core.updates] and ``adamp_core.radial``, and every replacement must
 compute the same values as the definition here (up to the order of summation).
 """
@@ -76,8 +77,7 @@ def compute_if(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
     ``placeholder()`` (an array of the same shape and dtype): the caller masks the result.
 
     Defined as ``fn()``, which needs no host sync. A namespace whose compiler can run one
-    branch on the device supplies ``compute_if`` to skip ``fn`` (the Optax adapter maps it
-    to ``jax.lax.cond``).
+    branch on the device supplies ``compute_if`` to skip ``fn``.
     """
     fused = _kernel(xp, "compute_if")
     if fused is not None:

@@ -37,8 +37,8 @@ def with_overrides(xp: Any, **functions: Any) -> Any:
     """``xp`` with some functions replaced, e.g. a faster ``vecdot``.
 
     Every building block of ``adamp_core`` takes ``xp=``; an adapter passes
-    ``with_overrides(xp, vecdot=torch.linalg.vecdot)`` to swap in a native
-    kernel without copying any math. The replacement must follow the array-API
+    ``with_overrides(xp, vecdot=native_vecdot)`` to swap in a native kernel without
+    copying any math. The replacement must follow the array-API
     signature of the function it replaces.
 
     Besides the namespace's own functions, the kernels named in

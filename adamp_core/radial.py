@@ -2,7 +2,8 @@
 weight-decay ratio.
 
 A weight ``w`` (``ndim >= 2``) has output channels ``w_i`` along its ``channel_axis`` (0 in
-PyTorch's layouts and the official code, -1 in Flax's and Haiku's). With its gradient ``g``
+the official package's layout, output channels first; -1 for layouts that put them last). With its
+gradient ``g``
 and the update direction ``u``:
 
 1. channel test: the channel view fires when ``max_i |cos(g_i, w_i)| < delta / sqrt(fan)``,
@@ -13,11 +14,11 @@ and the update direction ``u``:
    ``u -= coef * w`` with ``coef = <w, u> / (|w|+eps)^2``;
 4. weight-decay ratio: ``r = wd_ratio`` where a view fired, else 1.
 
-The cosine is ``torch.nn.functional.cosine_similarity``'s:
+The cosine is the official package's:
 ``<x, y> / (max(|x|, eps) * max(|y|, eps))``. Both tests are computed from one set of
 per-channel sums (the layer sums are their sums) and the outcome is selected with
 ``xp.where``: no Python branch on array values, so no host sync, and the code traces under
-``jax.jit`` and ``torch.compile``.
+any tracing compiler.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Projection(NamedTuple):
 
     ``coef`` has ``param.ndim`` dimensions, all 1 but the channel axis (``rows`` long),
     and the compute dtype: the radial component of the update is ``coef * param``, so
-    the projected update is ``update - coef * param`` (see [`project`][adamp_core.project]). ``coef`` is
+    the projected update is ``update - coef * param`` (see [`project`][adamp_core.project]).
+    ``coef`` is
     zero where nothing is projected.
     """
 
@@ -113,7 +115,7 @@ def _in_view(x: Array, axis: int, dtype: Any, xp: Any) -> Array:
 
 
 def _abs_cosine(wg: Array, ww: Array, gg: Array, eps: float | Array, xp: Any) -> Array:
-    # torch.nn.functional.cosine_similarity: <x,y> / (max(|x|, eps) * max(|y|, eps))
+    # the official package's cosine: <x,y> / (max(|x|, eps) * max(|y|, eps))
     return xp.abs(wg) / (_at_least(xp.sqrt(ww), eps, xp) * _at_least(xp.sqrt(gg), eps, xp))
 
 
@@ -175,7 +177,8 @@ def radial_coefficients(
 ) -> Array:
     """Step 3: per channel, ``coef`` such that ``u - coef * w`` has no component along
     ``w_hat = w / (|w| + eps)``: ``<w_i,u_i>/(|w_i|+eps)^2`` where the channel view fired,
-    ``<w,u>/(|w|+eps)^2`` where the layer view did, 0 elsewhere. Shapes as in [`decide`][adamp_core.radial.decide].
+    ``<w,u>/(|w|+eps)^2`` where the layer view did, 0 elsewhere. Shapes as in
+    [`decide`][adamp_core.radial.decide].
     """
     by_channel = _radial_coefficient(wu, ww, eps, xp)
     by_layer = xp.expand_dims(

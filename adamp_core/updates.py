@@ -118,7 +118,8 @@ def adam_step(
     inplace: bool = False,
     xp: Any,
 ) -> tuple[Array, Array, Array]:
-    """Adam's moments and its step ``d = lr/(1-b1**t) * u`` (``u`` from [`adam_direction`][adamp_core.updates.adam_direction]).
+    """Adam's moments and its step ``d = lr/(1-b1**t) * u`` (``u`` from
+    [`adam_direction`][adamp_core.updates.adam_direction]).
 
     ``step`` is the 0-d step count ``t`` after this step's increment. Returns
     ``(exp_avg, exp_avg_sq, d)``; ``d`` is a new array, in float32 for
@@ -128,8 +129,8 @@ def adam_step(
     exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps)``: it updates the moments
     in place and returns ``d``, or ``None`` when it cannot handle these arrays
     (then the definition here runs). It is used only with ``inplace``, without
-    ``nesterov`` and when the moments' dtype is their compute dtype. The PyTorch
-    adapter maps it to ``torch._fused_adam_``: one pass instead of six.
+    ``nesterov`` and when the moments' dtype is their compute dtype: one pass over
+    memory instead of six.
     """
     fused = getattr(xp, "adam_step_", None)
     if (
@@ -174,11 +175,12 @@ def _adam_d(
     nesterov: bool,
     xp: Any,
 ) -> Array:
-    """Adam's step ``d`` from the updated moments (see [`adam_step`][adamp_core.updates.adam_step])."""
+    """Adam's step ``d`` from the updated moments (see
+    [`adam_step`][adamp_core.updates.adam_step])."""
     bias_correction1 = 1 - beta1**step
     sqrt_bc2 = xp.sqrt(1 - beta2**step)
-    # The step size scales the numerator: in one expression with the division, XLA
-    # computes the step in one fused loop instead of materializing it twice.
+    # The step size scales the numerator: in one expression with the division, a fusing
+    # compiler computes the step in one loop instead of materializing it twice.
     step_size = lr / _as(bias_correction1, compute_dtype(exp_avg.dtype, xp), xp)
     return adam_direction(
         grad,
@@ -195,9 +197,9 @@ def _adam_d(
 
 def _recomputes(xp: Any, inplace: bool) -> bool:
     """Whether the projection gets the update as a function that computes it afresh: with a
-    namespace that runs ``<w,u>`` in a branch (``compute_if``, JAX), where XLA then fuses the
-    update into the final pass and never stores it (a ViT-B/16 weight: 1.4x ``optax.adamw``
-    instead of 1.9x). Not in place: the moments would be updated twice."""
+    namespace that runs ``<w,u>`` in a branch (``compute_if``), whose compiler can then fuse
+    the update into the final pass and never store it. Not in place: the moments would be
+    updated twice."""
     return not inplace and getattr(xp, "compute_if", None) is not None
 
 
@@ -283,7 +285,8 @@ class _View:
 
 def _state_view(param: Array, state_array: Array, channel_axis: int | None, xp: Any) -> _View:
     """The state's layout: the parameter's shape or, for a weight of 3 or more dimensions,
-    the 2-D shape in which it is tested ([`channel_view_shape`][adamp_core.radial.channel_view_shape])."""
+    the 2-D shape in which it is tested
+    ([`channel_view_shape`][adamp_core.radial.channel_view_shape])."""
     shape, state_shape = tuple(param.shape), tuple(state_array.shape)
     if state_shape == shape:
         return _View(shape, shape, channel_axis, xp)
@@ -386,7 +389,8 @@ def sgdp_update(
     inplace: bool = False,
     xp: Any = None,
 ) -> tuple[Array, SGDPState, Projection]:
-    """One SGDP step of one parameter; arguments as [`adamp_update`][adamp_core.adamp_update] (the momentum
+    """One SGDP step of one parameter; arguments as [`adamp_update`][adamp_core.adamp_update] (the
+    momentum
     buffer may also be the ``(rows, fan)`` view of a weight of 3+ dimensions).
 
     Without ``nesterov`` the momentum buffer itself is projected and carried to

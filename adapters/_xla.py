@@ -1,7 +1,8 @@
 """How the Optax adapter gets good code out of XLA: its forms of the core's kernels, the
 namespace each leaf uses, and the order in which the leaves are updated.
 
-Nothing here is AdamP math: each kernel computes what [`adamp_core.kernels`][adamp_core.kernels] defines
+Nothing here is AdamP math: each kernel computes what [`adamp_core.kernels`][adamp_core.kernels]
+defines
 (up to the order of summation), and the ordering only adds data dependencies that leave
 every value unchanged. The figures quoted are XLA CPU's (JAX 0.10), measured by
 ``benchmarks/jax_step.py``; see ``docs/optax.md``.
@@ -85,15 +86,17 @@ def _row_dots_plain(
 def _row_dots(
     w: jax.Array, g: jax.Array, *, axis: int = -1, wait: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] for ``(rows, fan)`` arrays, on CPU in one pass.
+    """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] for ``(rows, fan)`` arrays, on
+    CPU in one pass.
 
     Three ``jnp.sum`` are three kernels that read ``w`` twice and ``g`` twice: XLA CPU does
-    not fuse sibling reductions, and runs each through its YNNPACK reduction at about 20
-    GB/s. One variadic ``lax.reduce`` reads each once, and XLA's own loop emitter vectorizes
+    not fuse sibling reductions, and runs each through its YNNPACK reduction, well below the
+    copy bandwidth. One variadic ``lax.reduce`` reads each once, and XLA's own loop emitter
+    vectorizes
     it when the reduced axis is short and not the last: here each row is viewed as
     ``(fan / 8n, n, 8)`` and reduced over ``n``, leaving ``(rows, fan / 8n, 8)`` partial sums
-    (3/n of the weight) that a small sum finishes. On ``(24576, 768)`` rows: 5.9 ms against
-    9.6 ms for the three sums. Other backends fuse the three sums themselves and get them;
+    (3/n of the weight) that a small sum finishes (``benchmarks/jax_step.py`` measures it).
+    Other backends fuse the three sums themselves and get them;
     so do fans that are not a multiple of 64, and processes with several CPU devices, where
     a weight may be sharded: XLA's SPMD partitioner gathers the operands of a variadic
     reduction over a sharded axis instead of reducing each shard.
@@ -125,8 +128,7 @@ def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
     only where the projection fires, recomputing ``u`` there; XLA then fuses ``u`` into the
     final pass instead of storing it. That saves two passes over the weight when nothing
     is projected, and costs about two when it is, where the branch recomputes a square root
-    and a division (ResNet-50 AdamP, every conv weight projected: 1.7x ``optax.adamw``
-    instead of 1.3x). So AdamP takes it for linear weights (2-D), which in transformers are
+    and a division. So AdamP takes it for linear weights (2-D), which in transformers are
     usually not followed by a normalization, and not for conv weights, which usually are;
     SGDP's direction is cheap to recompute: always.
     """
@@ -152,12 +154,11 @@ def map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
     - its row sums wait for the previous weight's ``cosine`` (``namespace``), so that
       the reductions run one after another, each on one core while the other streams the
       moments and final passes of other weights. Left alone, XLA's CPU scheduler runs them
-      all at once, keeping the partial sums of every weight alive (ViT-B/16: 46 MB of
-      temporaries instead of 3 MB) and leaving the final passes to run alone at the end
-      (ViT-B/16 AdamP: 1.5x ``optax.adamw`` instead of 1.3x).
+      all at once, keeping the partial sums of every weight alive and leaving the final
+      passes to run alone at the end.
     - AdamP's step count waits for the previous ``coef`` (``after``), so that the Adam
       step of the weights that store it (conv weights, ``namespace``) is alive for one
-      weight at a time (ResNet-50: 112 MB of temporaries instead of 10 MB).
+      weight at a time instead of every weight's at once.
 
     Each leaf waits for the previous weight only, not for a running chain: XLA would fuse a
     chain of scalar ops, whole, into every leaf's kernels (ten times the compile time).

@@ -3,7 +3,8 @@
 Optax has no AdamP. Here it is, in Optax's conventions: ``adamp``/``sgdp`` aliases
 built, like ``optax.adamw``, by chaining a ``scale_by_*`` piece with
 ``optax.scale_by_learning_rate``; the projection alone as a wrapper
-([`with_projection`][adapters.optax.with_projection]) that adds it to any other optimizer. Every leaf is
+([`with_projection`][adapters.optax.with_projection]) that adds it to any other optimizer. Every
+leaf is
 updated by the core's ``adamp_update``/``sgdp_update`` on ``jax.numpy`` arrays;
 this module only maps pytrees and turns "new parameters" into Optax "updates".
 
@@ -54,7 +55,8 @@ class LeafProjection(NamedTuple):
 
 
 class ScaleByAdamPState(NamedTuple):
-    """State of [`scale_by_adamp`][adapters.optax.scale_by_adamp]: the official per-parameter AdamP state, with one
+    """State of [`scale_by_adamp`][adapters.optax.scale_by_adamp]: the official per-parameter AdamP
+    state, with one
     step count shared by all leaves (as Optax keeps one ``count``; the official per-parameter
     counts are all equal unless parameters join late, which a pytree cannot do)."""
 
@@ -65,14 +67,16 @@ class ScaleByAdamPState(NamedTuple):
 
 
 class ScaleBySGDPState(NamedTuple):
-    """State of [`scale_by_sgdp`][adapters.optax.scale_by_sgdp]: per leaf, the (projected) momentum buffer."""
+    """State of [`scale_by_sgdp`][adapters.optax.scale_by_sgdp]: per leaf, the (projected) momentum
+    buffer."""
 
     momentum: optax.Updates  #: like the params; weights of 3+ dimensions in their 2-D view
     projection: Any  #: per leaf, the last step's [`LeafProjection`][adapters.optax.LeafProjection]
 
 
 class WithProjectionState(NamedTuple):
-    """State of [`with_projection`][adapters.optax.with_projection]: the wrapped transformation's state."""
+    """State of [`with_projection`][adapters.optax.with_projection]: the wrapped transformation's
+    state."""
 
     inner: optax.OptState
     projection: Any  #: per leaf, the last step's [`LeafProjection`][adapters.optax.LeafProjection]
@@ -386,7 +390,8 @@ def adamp(
     Returns:
       ``chain(scale_by_adamp(...), scale_by_learning_rate(learning_rate))``, an
       ``optax.GradientTransformationExtraArgs``. ``update`` needs ``params``. The
-      state records each leaf's last projection ([`projection_info`][adapters.optax.projection_info]).
+      state records each leaf's last projection
+      ([`projection_info`][adapters.optax.projection_info]).
 
     Raises:
       ValueError: for a bad hyperparameter (as [`adamp_core.AdamPConfig`][adamp_core.AdamPConfig]).
@@ -434,7 +439,8 @@ def sgdp(
 
     Args:
       learning_rate, weight_decay, eps, delta, wd_ratio, mask, channel_axis: as in
-        [`adamp`][adapters.optax.adamp] (``channel_axis`` defaults to ``"last"``, Flax's and Haiku's layout).
+        [`adamp`][adapters.optax.adamp] (``channel_axis`` defaults to ``"last"``, Flax's and
+        Haiku's layout).
       momentum: in ``[0, 1)``.
       dampening: in ``[0, 1]``.
       nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
@@ -465,7 +471,8 @@ def with_projection(
     with the learning rate: wrap a whole optimizer such as ``optax.lion(1e-4)``. Note that
     weight decay inside ``inner`` is radial, so it is projected away on those weights;
     chain ``optax.add_decayed_weights`` outside the wrapper to keep it, or use
-    [`adamp`][adapters.optax.adamp]/[`sgdp`][adapters.optax.sgdp] for the ``wd_ratio`` semantics. ``channel_axis`` as in
+    [`adamp`][adapters.optax.adamp]/[`sgdp`][adapters.optax.sgdp] for the ``wd_ratio`` semantics.
+    ``channel_axis`` as in
     [`adamp`][adapters.optax.adamp].
     """
     _validate(adamp_core.AdamPConfig, eps=eps, delta=delta)
@@ -498,8 +505,10 @@ def with_projection(
 def projection_info(state: optax.OptState, params: optax.Params) -> list[dict[str, Any]]:
     """Per leaf, which branch the last step's projection took and the cosine that decided it.
 
-    Reads the [`LeafProjection`][adapters.optax.LeafProjection] records kept in the state of [`adamp`][adapters.optax.adamp],
-    [`sgdp`][adapters.optax.sgdp] or [`with_projection`][adapters.optax.with_projection] (anywhere in a chain), so the jitted step itself
+    Reads the [`LeafProjection`][adapters.optax.LeafProjection] records kept in the state of
+    [`adamp`][adapters.optax.adamp],
+    [`sgdp`][adapters.optax.sgdp] or [`with_projection`][adapters.optax.with_projection] (anywhere
+    in a chain), so the jitted step itself
     never waits for them; this call copies them to the host (one transfer, on request).
 
     Args:

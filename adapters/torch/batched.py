@@ -1,7 +1,9 @@
 """The projection of a whole parameter list at once: a few kernels instead of dozens per weight.
 
-The core decides a projection from per-channel sums ([`adamp_core.radial.decide`][adamp_core.radial.decide],
-[`radial_coefficients`][adamp_core.radial.radial_coefficients]), written over the last axis so that a
+The core decides a projection from per-channel sums
+([`adamp_core.radial.decide`][adamp_core.radial.decide],
+[`radial_coefficients`][adamp_core.radial.radial_coefficients]), written over the last axis so that
+a
 batch of weights, padded with zero sums, is decided by the same code in one pass. Here the
 sums of every tensor of a list come from three kernels each (a multi-tensor product, a
 concatenation, a segmented sum); the decisions are ``(weights, rows)`` arrays; and the
@@ -154,7 +156,8 @@ def projection(
     eps: Any,
     xp: Any = torch_xp,
 ) -> adamp_core.Projection:
-    """[`adamp_core.projection`][adamp_core.projection] of every tensor of a list (output channels on axis 0),
+    """[`adamp_core.projection`][adamp_core.projection] of every tensor of a list (output channels
+    on axis 0),
     decided by the core's [`decide`][adamp_core.radial.decide] on padded per-channel sums.
     The fields come back ``Packed``."""
     dtype = compute_dtype(param[0].dtype, torch)

@@ -1,13 +1,15 @@
 """Torch forms of the kernels a core namespace may replace, and the per-tensor namespace.
 
 ``adamp_core`` runs on any array-API namespace; a namespace may supply faster forms of
-a few functions (``vecdot``, the in-place kernels of [`adamp_core.kernels`][adamp_core.kernels] and the
-fused ``adam_step_`` of [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step]). Here they are torch's
+a few functions (``vecdot``, the in-place kernels of [`adamp_core.kernels`][adamp_core.kernels] and
+the
+fused ``adam_step_`` of [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step]). Here they
+are torch's
 fused in-place methods and ``torch._fused_adam_``. Each computes the same values as the
 core's definition (``tests/test_torch_kernels.py`` checks them against it).
 
-On CPU, a fresh large temporary page-faults on every step (measured 3-8x slower than
-writing into memory already touched), so the per-tensor path of one optimizer reuses a
+On CPU, a fresh large temporary page-faults on every step (much slower than writing into
+memory already touched), so the per-tensor path of one optimizer reuses a
 ``Workspace``: the product inside ``vecdot`` and Adam's step are written into
 scratch tensors the size of the largest parameter, kept between steps.
 """
@@ -66,9 +68,8 @@ def _vecdot(
     """The standard ``vecdot`` for real tensors, in the fastest torch form measured on CPU.
 
     For ``x1 is x2``, the squared norm (one pass, no temporary); otherwise ``sum(x1*x2)``,
-    which measured 1.5x faster than ``torch.linalg.vecdot`` and 3x faster than the batched
-    matmul of ``array_api_compat`` on a (512, 4608) float32 block; the product goes into
-    the workspace when there is one.
+    which measured faster on CPU than ``torch.linalg.vecdot`` and than the batched matmul
+    of ``array_api_compat``; the product goes into the workspace when there is one.
     """
     if x1 is x2:
         return torch.linalg.vector_norm(x1, dim=axis).square()
@@ -126,7 +127,8 @@ def fused_adam_step(
     eps: Any,
     out: list[torch.Tensor | None] | None = None,
 ) -> list[torch.Tensor] | None:
-    """[`adamp_core.updates.adam_step`][adamp_core.updates.adam_step] over lists, with ``torch._fused_adam_``.
+    """[`adamp_core.updates.adam_step`][adamp_core.updates.adam_step] over lists, with
+    ``torch._fused_adam_``.
 
     Adam applied with a negated learning rate and no weight decay to zero-filled
     "parameters" leaves each holding ``lr/(1-b1**t) * m/(sqrt(v)/sqrt(1-b2**t) + eps)``,

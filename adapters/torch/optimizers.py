@@ -278,7 +278,8 @@ class _ProjectedOptimizer(Optimizer):
             label parameters by name.
 
         Returns:
-          One [`ProjectionInfo`][adapters.torch.ProjectionInfo] per parameter updated by the last step, in
+          One [`ProjectionInfo`][adapters.torch.ProjectionInfo] per parameter updated by the last
+          step, in
           param-group order. This call reads the values from the device (one
           sync, here, on request); ``step()`` itself never does.
         """
@@ -320,7 +321,8 @@ class AdamP(_ProjectedOptimizer):
     Args:
       params: parameters or param groups, as any ``torch.optim`` optimizer.
       lr, betas, eps, weight_decay, delta, wd_ratio, nesterov: as the official
-        package (see [`adamp_core.AdamPConfig`][adamp_core.AdamPConfig]; same names, order, defaults).
+        package (see [`adamp_core.AdamPConfig`][adamp_core.AdamPConfig]; same names, order,
+        defaults).
       maximize: maximize the objective (negate gradients).
       foreach: ``True``: one multi-tensor kernel per element-wise operation over
         each group; ``False``: one tensor at a time; ``None`` (default): foreach
