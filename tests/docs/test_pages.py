@@ -27,7 +27,9 @@ def test_page_code_runs(page):
         del sys.modules[module.__name__]
 
 
-@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "index.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", ROOT / "docs" / "index.md"], ids=lambda p: p.name
+)
 def test_quick_start_snippets_show_output(page):
     """Each quick-start snippet ends with a visible line, so a reader sees that it worked."""
     section = page.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
@@ -36,3 +38,24 @@ def test_quick_start_snippets_show_output(page):
     for code in blocks:
         last = [line for line in code.splitlines() if line.strip()][-1]
         assert last.startswith("print("), last
+
+
+#: A measured figure: a speed ratio, a time, or a count of launches or operations.
+FIGURE = re.compile(
+    r"\b\d[\d,]*(\.\d+)?x\b|\b\d+(\.\d+)? ?(ms|s)\b(?!-)|\b\d[\d,]* (kernels|launches|array operations)"
+)
+FENCE = re.compile(r"^( *)```.*?^\1```", re.S | re.M)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [p for p in PAGES if p.name != "changelog.md" and "snippets" not in p.parts],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_measured_figures_come_from_generated_files(page):
+    """Prose quotes no measurement by hand: the figures are in the files the benchmark scripts
+    write (docs/snippets/), which the pages include. The changelog keeps its history."""
+    prose = FENCE.sub("", page.read_text())
+    prose = re.sub(r"`[^`\n]*`", "", prose)  # code: shapes, flags, formulas
+    found = [m.group(0) for m in FIGURE.finditer(prose)]
+    assert found == []

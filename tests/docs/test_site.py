@@ -111,8 +111,14 @@ def test_api_reference_uses_public_names_and_renders_cross_references(site):
     api = (site / "api" / "index.html").read_text()
     assert not re.search(r":(class|func|meth|attr|mod|data|obj):`", api), "raw Sphinx roles"
     headings = set(re.findall(r'<h[2-4][^>]* id="([\w.]+)"', api))
-    for public in ("adamp_core.init", "adamp_core.step", "adamp_core.projection",
-                   "adamp_core.AdamPConfig", "adapters.torch.AdamP", "adapters.optax.adamp"):
+    for public in (
+        "adamp_core.init",
+        "adamp_core.step",
+        "adamp_core.projection",
+        "adamp_core.AdamPConfig",
+        "adapters.torch.AdamP",
+        "adapters.optax.adamp",
+    ):
         assert public in headings, public
     private = sorted(h for h in headings if h.startswith(("adamp_core.raw.", "adamp_core.config.")))
     assert private == []
@@ -121,8 +127,10 @@ def test_api_reference_uses_public_names_and_renders_cross_references(site):
 
 
 def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
-        "google-chrome"
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
     )
 
 
@@ -145,11 +153,19 @@ def test_math_page_renders_in_a_browser_without_network(site, served, tmp_path):
     assert spans >= 10
     dom = subprocess.run(
         [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             f"--user-data-dir={tmp_path}",
             "--proxy-server=127.0.0.1:9",  # anything not on loopback fails: no network
-            "--virtual-time-budget=15000", "--dump-dom", f"{served}/math/",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"{served}/math/",
         ],
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import norm_growth  # noqa: E402
@@ -111,6 +111,12 @@ def test_table_is_valid_markdown_with_each_optimizers_effective_step(numpy_histo
 def test_docs_table_is_the_scripts_output(tmp_path):
     """docs/snippets/norm-growth.md is what the script writes now, not a stale copy."""
     out = tmp_path / "table.md"
-    _run(str(ROOT / "examples" / "norm_growth.py"), "--markdown", str(out), "--out",
-         str(tmp_path / "plot.png"), check=True)
+    _run(
+        str(ROOT / "examples" / "norm_growth.py"),
+        "--markdown",
+        str(out),
+        "--out",
+        str(tmp_path / "plot.png"),
+        check=True,
+    )
     assert out.read_text() == (ROOT / "docs" / "snippets" / "norm-growth.md").read_text()

@@ -1,6 +1,6 @@
-"""One rank of a 2-process gloo job (run by tests/test_distributed.py, never collected by pytest).
+"""One rank of a 2-process gloo job (run by tests/torch_adapter/test_distributed.py, never collected by pytest).
 
-    python tests/dist_worker.py SETUP KIND OUT.pt     with RANK, WORLD_SIZE, INIT_METHOD set
+    python tests/torch_adapter/dist_worker.py SETUP KIND OUT.pt     with RANK, WORLD_SIZE, INIT_METHOD set
 
 Trains a conv + GroupNorm + linear model (per-sample normalization, so data parallelism is
 exact) for a few steps with AdamP or SGDP and saves the final parameters (and checkpoints).
@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))  # the repo
 
 from adapters.torch import SGDP, AdamP
 
