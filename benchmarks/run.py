@@ -75,7 +75,9 @@ def _cell(r: Result) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ResNet-50 only, 7 rounds: under two minutes on 2 cores")
+    parser.add_argument(
+        "--quick", action="store_true", help="ResNet-50 only, 7 rounds: under 2 minutes on 2 cores"
+    )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
     parser.add_argument("--chart", default=str(Path(__file__).with_name("results.png")))
@@ -84,41 +86,72 @@ def main() -> None:
     rounds = 7 if args.quick else args.rounds
 
     bandwidth = copy_bandwidth()
-    cells: dict[str, dict[str, str]] = {}
-    ratios: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, dict[str, Result]]] = {}  # framework -> name -> workload
     for framework, suite in _suites(args.quick):
         for workload in workloads:
             started = time.perf_counter()
             for r in suite.run(workload, rounds):
-                name = f"{framework}: {r.name}"
-                cells.setdefault(name, {})[workload] = _cell(r)
-                ratios.setdefault(name, {})[workload] = r
-            print(f"({framework} {workload}: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    for kind, nbytes in FLOOR_BYTES.items():
-        name = f"floor: {kind} at {bandwidth / 1e9:.0f} GB/s copy bandwidth"
-        for workload in workloads:
-            seconds = nbytes * count(WORKLOADS[workload]()) / bandwidth
-            cells.setdefault(name, {})[workload] = f"{seconds * 1e3:.0f} ms"
+                results.setdefault(framework, {}).setdefault(r.name, {})[workload] = r
+            took = time.perf_counter() - started
+            print(f"({framework} {workload}: {took:.0f} s)", file=sys.stderr)
 
-    rows = [(name, *(c.get(w, "") for w in workloads)) for name, c in cells.items()]
     env = environment()
-    rows += [
+    parts = [
+        f"Median step time and its ratio to the framework's plain AdamW/SGD, measured "
+        f"interleaved: the median of the per-round ratios, with their interquartile range in "
+        f"parentheses; a row whose range is wider than {UNSTABLE_SPREAD:.0%} of its ratio is "
+        f"marked unstable. float32, {rounds} rounds; {env}.",
+    ]
+    for framework, rows in results.items():
+        parts += ["", section(framework.lower(), framework_table(framework, rows, workloads))]
+    floors = [
+        (
+            f"{kind} at {bandwidth / 1e9:.0f} GB/s copy bandwidth",
+            *(f"{nbytes * count(WORKLOADS[w]()) / bandwidth * 1e3:.0f} ms" for w in workloads),
+        )
+        for kind, nbytes in FLOOR_BYTES.items()
+    ]
+    floors += [
         (name, *(f"not measured: {why}" for _ in workloads)) for name, why in NOT_MEASURED.items()
     ]
-    text = "\n".join(
-        [
-            f"Median step time and its ratio to the framework's plain AdamW/SGD, measured "
-            f"interleaved: the median of the per-round ratios, with their interquartile range in "
-            f"parentheses; a row whose range is wider than {UNSTABLE_SPREAD:.0%} of its ratio is "
-            f"marked unstable. float32, {rounds} rounds; {env}.",
-            "",
-            table(rows, ("implementation", *workloads)),
-        ]
-    )
+    parts += ["", section("floors", table(floors, ("time the bytes allow", *workloads)))]
+    text = "\n".join(parts)
     print("\n" + text)
     Path(args.out).write_text(text + "\n")
     print(f"\ntable written to {args.out}")
-    _chart(ratios, workloads, args.chart, f"{rounds} rounds; {env}")
+    flat = {f"{fw}: {name}": by for fw, rows in results.items() for name, by in rows.items()}
+    _chart(flat, workloads, args.chart, f"{rounds} rounds; {env}")
+
+
+def section(name: str, text: str) -> str:
+    """Markers that let a page include one part of the results file (pymdownx.snippets)."""
+    return f"<!-- --8<-- [start:{name}] -->\n{text}\n<!-- --8<-- [end:{name}] -->"
+
+
+def framework_table(
+    framework: str, rows: dict[str, dict[str, Result]], workloads: list[str]
+) -> str:
+    """One framework's rows: a cell per workload, then first-step time and peak extra memory
+    (one value per workload, separated by /) where the suite measures them."""
+    header = [framework, *workloads]
+    extras = [
+        ("first step s", "first", "{:.2f}"),
+        ("peak extra MB", "memory_mb", "{:.0f}"),
+    ]
+    extras = [
+        e
+        for e in extras
+        if any(getattr(r, e[1]) is not None for by in rows.values() for r in by.values())
+    ]
+    header += [label for label, _, _ in extras]
+    lines = []
+    for name, by in rows.items():
+        line = [name, *(_cell(by[w]) if w in by else "" for w in workloads)]
+        for _, field, fmt in extras:
+            values = [getattr(by[w], field) if w in by else None for w in workloads]
+            line.append(" / ".join("" if v is None else fmt.format(v) for v in values))
+        lines.append(tuple(line))
+    return table(lines, tuple(header))
 
 
 def _chart(
