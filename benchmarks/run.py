@@ -64,7 +64,7 @@ def environment() -> str:
         except PackageNotFoundError:
             pass
     return (
-        f"{platform.machine()} CPU, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.machine()} CPU, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"{', '.join(versions)}; {datetime.date.today().isoformat()}"
     )
 
@@ -120,7 +120,7 @@ def main() -> None:
     Path(args.out).write_text(text + "\n")
     print(f"\ntable written to {args.out}")
     flat = {f"{fw}: {name}": by for fw, rows in results.items() for name, by in rows.items()}
-    _chart(flat, workloads, args.chart, f"{rounds} rounds; {env}")
+    _chart(flat, workloads, args.chart, f"{rounds} rounds; {env}".replace("; ", "\n"))
 
 
 def section(name: str, text: str) -> str:
@@ -166,7 +166,7 @@ def _chart(
         print("(matplotlib is not installed: no chart)")
         return
     names = list(ratios)
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(names) + 2.5))
     height = 0.8 / len(workloads)
     for i, workload in enumerate(workloads):
         ys = [j + i * height for j in range(len(names))]
@@ -181,8 +181,8 @@ def _chart(
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_xlabel(
-        "step time / the framework's plain AdamW or SGD, median of per-round ratios "
-        "(bars: interquartile range; lower is faster)"
+        "step time / the framework's plain AdamW or SGD (lower is faster)\n"
+        "median of per-round ratios; bars: interquartile range"
     )
     ax.set_title(f"AdamP and SGDP step time, float32 CPU\n{subtitle}", fontsize=9)
     ax.legend()

@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
         "jax: adapters.optax with jax.grad",
     )
     parser.add_argument("--steps", type=int, default=300, help="full-batch training steps")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initial weight")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and the initial weight"
+    )
     parser.add_argument("--out", default="norm_growth.png", help="the PNG plot to write")
     parser.add_argument("--markdown", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
@@ -235,8 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             __import__(args.backend)
         except ModuleNotFoundError:
-            parser.exit(2, f"--backend {args.backend} needs {args.backend}: "
-                           f"pip install -e \".[{extra}]\"\n")
+            parser.exit(
+                2, f'--backend {args.backend} needs {args.backend}: pip install -e ".[{extra}]"\n'
+            )
     print(
         f"Scale-invariant classifier, {SAMPLES} samples, {CLASSES} classes, {args.steps} "
         f"full-batch steps, backend {args.backend}, float64"

@@ -59,3 +59,14 @@ def test_measured_figures_come_from_generated_files(page):
     prose = re.sub(r"`[^`\n]*`", "", prose)  # code: shapes, flags, formulas
     found = [m.group(0) for m in FIGURE.finditer(prose)]
     assert found == []
+
+
+#: The widest code line the site shows without a scroll bar next to both sidebars.
+CODE_WIDTH = 88
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_code_lines_fit_the_page(page):
+    blocks = [textwrap.dedent(m.group(0)) for m in FENCE.finditer(page.read_text())]
+    long = [line for b in blocks for line in b.splitlines() if len(line) > CODE_WIDTH]
+    assert long == []
