@@ -21,6 +21,8 @@ guide; the counts are exact for the code that runs, and deterministic.
 from __future__ import annotations
 
 import math
+import re
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,3 +222,75 @@ def count_raw_step(config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2
     finally:
         compat.asarray = plain_asarray
     return counts
+
+
+def runtime_conditionals(mlir: str) -> int:
+    """``stablehlo.case``/``if`` ops whose index is not a constant (or a case on constants,
+    as ``platform_dependent`` lowers): conditionals that run on the device, which XLA:GPU
+    runs by copying the predicate to the host and waiting."""
+    definitions = {
+        m.group(1): m.group(2) for m in re.finditer(r"^\s*(%[\w#:]+) = (.*)$", mlir, re.M)
+    }
+
+    def constant(name: str, depth: int = 0) -> bool:
+        d = definitions.get(name.split("#")[0], "")
+        if "stablehlo.constant" in d:
+            return True
+        inner = re.match(r'"?stablehlo\.case"?\((%[\w#]+)\)', d)
+        return bool(inner) and depth < 8 and constant(inner.group(1), depth + 1)
+
+    ops = re.findall(r'"?stablehlo\.(?:case|if)"?\((%[\w#]+)', mlir)
+    return sum(not constant(i) for i in ops)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensors that operations create, tracked until the last tensor holding
+    each storage dies; ``peak`` is the most alive at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: Counter = Counter()
+        self.sizes: dict[int, int] = {}
+        self.live = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            self.live -= self.sizes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs))}
+        out = func(*args, **(kwargs or {}))
+        for t in _tensors(out):
+            key = t.untyped_storage().data_ptr()
+            if key in inputs and key not in self.sizes:
+                continue  # written in place, or a view of something made before the step
+            if key not in self.sizes:
+                self.sizes[key] = t.untyped_storage().nbytes()
+                self.live += self.sizes[key]
+            self.holders[key] += 1
+            weakref.finalize(t, self._release, key)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def peak_step_bytes(make_optimizer, shapes: list[tuple[int, ...]], *, warmup: int = 1) -> int:
+    """Peak bytes of the temporaries of one ``step()`` (after ``warmup`` steps, so the state
+    exists) of ``make_optimizer(params)`` on real CPU float32 parameters of ``shapes``. The
+    figure depends on the code path, not the device: force a CUDA path onto the CPU to
+    measure it."""
+    import gc
+
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for i, p in enumerate(params):
+        p.grad = torch.full_like(p, 0.01 * (i + 1))
+    opt = make_optimizer(params)
+    with torch.no_grad():
+        for _ in range(warmup):
+            opt.step()
+        gc.collect()
+        mode = _LiveBytes()
+        with mode:
+            opt.step()
+    return mode.peak

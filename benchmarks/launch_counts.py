@@ -12,10 +12,11 @@ for each platform. Raw rows: array operations and Python scalars turned into arr
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
-from counting import count_raw_step, count_torch_step
+from counting import count_raw_step, count_torch_step, peak_step_bytes
 from shapes import WORKLOADS
 
 import adamp_core as ac
@@ -41,17 +42,46 @@ def _torch_rows(workload: str) -> list[str]:
     return rows
 
 
+#: The paths whose temporaries are measured: the CUDA default (foreach, the group's projection
+#: batched) is forced onto CPU tensors, where the same code allocates the same buffers.
+MEMORY_ROWS = {
+    "torch.optim.AdamW(foreach=True)": lambda p: torch.optim.AdamW(p, foreach=True),
+    "torch.optim.SGD(foreach=True)": lambda p: torch.optim.SGD(
+        p, lr=0.1, momentum=0.9, foreach=True
+    ),
+    "ours AdamP, CUDA default (foreach)": lambda p: AdamP(p, weight_decay=1e-2, foreach=True),
+    "ours SGDP, CUDA default (foreach)": lambda p: SGDP(p, lr=0.1, momentum=0.9, foreach=True),
+}
+
+
+def cuda_path_peak_bytes(make, shapes: list[tuple[int, ...]]) -> int:
+    """``peak_step_bytes`` with the foreach path projecting in one batch, as on CUDA."""
+    from adapters.torch import foreach
+
+    held = foreach.namespace.batched_devices
+    foreach.namespace.batched_devices = (*held, "cpu")
+    try:
+        return peak_step_bytes(make, shapes)
+    finally:
+        foreach.namespace.batched_devices = held
+
+
+def _memory_rows(workload: str) -> list[str]:
+    shapes = WORKLOADS[workload]()
+    n = sum(math.prod(s) for s in shapes)
+    rows = []
+    for name, make in MEMORY_ROWS.items():
+        peak = cuda_path_peak_bytes(make, shapes)
+        rows.append(f"| {name} | {peak / 2**20:,.0f} MB | {peak / n:.1f} |")
+    return rows
+
+
 def _jax_rows(workload: str) -> list[str]:
     import jax
     import jax.numpy as jnp
+    from counting import runtime_conditionals
 
     from adapters.optax import adamp, sgdp
-
-    sys_path_tests = Path(__file__).resolve().parent.parent / "tests"
-    import sys
-
-    sys.path.insert(0, str(sys_path_tests))
-    from test_gpu_counts import _runtime_conditionals
 
     params = {
         f"p{i}": jax.ShapeDtypeStruct(s, jnp.float32) for i, s in enumerate(WORKLOADS[workload]())
@@ -64,7 +94,7 @@ def _jax_rows(workload: str) -> list[str]:
         state = jax.eval_shape(tx.init, params)
         traced = jax.jit(lambda p, s, g, tx=tx: tx.update(g, s, p)).trace(params, state, params)
         counts = [
-            _runtime_conditionals(traced.lower(lowering_platforms=(p,)).as_text())
+            runtime_conditionals(traced.lower(lowering_platforms=(p,)).as_text())
             for p in ("cpu", "cuda", "tpu")
         ]
         rows.append(f"| {name} | {counts[0]} | {counts[1]} | {counts[2]} |")
@@ -96,6 +126,12 @@ def main() -> None:
             "| step | kernel launches | host syncs | host-to-device copies | estimated H200 step |",
             "|---|---|---|---|---|",
             *_torch_rows(workload),
+            "",
+            "Peak temporaries of one step (float32), the CUDA path's code run on CPU tensors:",
+            "",
+            "| step | peak extra memory | bytes per parameter |",
+            "|---|---|---|",
+            *_memory_rows(workload),
             "",
             "Optax, runtime conditionals in the lowered step:",
             "",

@@ -57,20 +57,90 @@ class Layout:
         self.padded_index = on_device(
             [i * self.width + j for i, r in enumerate(self.rows) for j in range(r)], torch.int64
         )
-        self.numel_lengths = on_device(self.numels, torch.int64)
         self.fan = on_device([max(f, 1) for f in fans], dtype)
         self.size = on_device([max(n, 1) for n in self.numels], dtype)
         self.tested = on_device(self.tested_list, torch.bool)
         self.total = sum(self.numels)
         self.total_rows = sum(self.rows)
+        self._plan_expansion(fans, on_device)
 
-    def channel_sums(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
-        """``<x_i, y_i>`` for every row of every tensor, as ``(weights, width)`` padded with 0."""
-        products = torch._foreach_mul(xs, ys)
-        flat = torch.cat([p.reshape(-1) for p in products])
-        del products
+    def _plan_expansion(self, fans: list[int], on_device: Any) -> None:
+        """How per-row values spread over the elements (``Packed.expand``) without an
+        element-sized index: the rows of the tested tensors of one fan, sorted together,
+        fill their block of the output with one broadcast copy each; the rest (untested
+        tensors, whose one row is all their elements, and fans with few elements) take a
+        ``repeat_interleave`` whose index is as small as they are."""
+        by_fan: dict[int, list[int]] = {}
+        for i, (fan, tested) in enumerate(zip(fans, self.tested_list, strict=True)):
+            if tested:
+                by_fan.setdefault(fan, []).append(i)
+        small = max(self.total // 64, 1)
+        groups = [idx for idx in by_fan.values() if sum(self.numels[i] for i in idx) >= small]
+        grouped = {i for idx in groups for i in idx}
+        rest = [i for i in range(len(self.shapes)) if i not in grouped]
+        first_row = [0]
+        for r in self.rows:
+            first_row.append(first_row[-1] + r)
+        order: list[int] = []  # tensors in the order their elements are laid out
+        self.blocks: list[tuple[int, int, int, int]] = []  # (first row, rows, fan, first element)
+        element = 0
+        for idx in groups:
+            start = sum(self.rows[i] for i in order)
+            count = sum(self.rows[i] for i in idx)
+            self.blocks.append((start, count, fans[idx[0]], element))
+            order += idx
+            element += sum(self.numels[i] for i in idx)
+        self.rest_start_row = sum(self.rows[i] for i in order)
+        self.rest_start = element
+        self.rest_total = sum(self.numels[i] for i in rest)
+        self.rest_row_lengths = on_device(
+            [
+                fans[i] if self.tested_list[i] else self.numels[i]
+                for i in rest
+                for _ in range(self.rows[i])
+            ],
+            torch.int64,
+        )
+        order += rest
+        #: packed row positions in layout order
+        self.row_order = on_device(
+            [first_row[i] + j for i in order for j in range(self.rows[i])], torch.int64
+        )
+        offsets = {}
+        element = 0
+        for i in order:
+            offsets[i] = element
+            element += self.numels[i]
+        self.offsets = [offsets[i] for i in range(len(self.shapes))]
+        self._ones: dict[torch.dtype, torch.Tensor] = {}
+
+    def ones(self, dtype: torch.dtype) -> torch.Tensor:
+        """A row of ones as long as the longest grouped fan, made once per dtype."""
+        held = self._ones.get(dtype)
+        if held is None:
+            width = max((fan for _, _, fan, _ in self.blocks), default=1)
+            held = self._ones[dtype] = torch.ones(width, dtype=dtype, device=self.tested.device)
+        return held
+
+    def scratch(self, like: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """A new buffer of the list's total size, and its views shaped as the tensors."""
+        flat = torch.empty(self.total, dtype=like.dtype, device=like.device)
+        return flat, [t.view(s) for t, s in zip(torch.split(flat, self.numels), self.shapes)]
+
+    def channel_sums(
+        self,
+        xs: list[torch.Tensor],
+        ys: list[torch.Tensor],
+        scratch: tuple[torch.Tensor, list[torch.Tensor]],
+    ) -> torch.Tensor:
+        """``<x_i, y_i>`` for every row of every tensor, as ``(weights, width)`` padded with 0.
+        The products are written into ``scratch`` (from ``Layout.scratch``, reused by each
+        call), which one segmented sum then reads whole."""
+        flat, views = scratch
+        flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
+        torch._foreach_addcmul_(views, xs, ys)
         sums = torch.segment_reduce(flat, "sum", lengths=self.row_lengths, unsafe=True)
-        padded = flat.new_zeros(len(self.rows) * self.width)
+        padded = sums.new_zeros(len(self.rows) * self.width)
         return padded.index_copy_(0, self.padded_index, sums).view(len(self.rows), self.width)
 
 
@@ -127,11 +197,26 @@ class Packed:
         return Packed(self.values.to(dtype), self.layout, self.per)
 
     def expand(self) -> list[torch.Tensor]:
-        """The value of each element of each tensor: tensors of the list's shapes."""
-        lengths = self.layout.row_lengths if self.per == "row" else self.layout.numel_lengths
-        flat = torch.repeat_interleave(self.values, lengths, output_size=self.layout.total)
-        parts = torch.split(flat, self.layout.numels)
-        return [p.view(s) for p, s in zip(parts, self.layout.shapes, strict=True)]
+        """The value of each element of each tensor: tensors of the list's shapes (views of
+        one buffer of the list's size; the only temporary besides it is row-sized)."""
+        layout = self.layout
+        rows = self._rows().index_select(0, layout.row_order)
+        flat = torch.empty(layout.total, dtype=rows.dtype, device=rows.device)
+        ones = layout.ones(rows.dtype)
+        for start, count, fan, element in layout.blocks:
+            block = flat.narrow(0, element, count * fan).view(count, fan)
+            # multiplications by one (exact) write in place: one kernel each, as a copy would
+            torch.mul(rows.narrow(0, start, count).unsqueeze(1), ones.narrow(0, 0, fan), out=block)
+        if layout.rest_total:
+            rest = rows.narrow(0, layout.rest_start_row, rows.shape[0] - layout.rest_start_row)
+            repeated = torch.repeat_interleave(
+                rest, layout.rest_row_lengths, output_size=layout.rest_total
+            )
+            torch.mul(repeated, 1, out=flat.narrow(0, layout.rest_start, layout.rest_total))
+        return [
+            flat.narrow(0, o, n).view(s)
+            for o, n, s in zip(layout.offsets, layout.numels, layout.shapes, strict=True)
+        ]
 
     @property
     def tensors(self) -> list[torch.Tensor]:
@@ -163,16 +248,18 @@ def projection(
     dtype = compute_dtype(param[0].dtype, torch)
     if dtype != param[0].dtype:
         param, grad, update = ([t.to(dtype) for t in ts] for ts in (param, grad, update))
-    ww = layout.channel_sums(param, param)
-    gg = layout.channel_sums(grad, grad)
-    wg = layout.channel_sums(param, grad)
+    scratch = layout.scratch(param[0])
+    ww = layout.channel_sums(param, param, scratch)
+    gg = layout.channel_sums(grad, grad, scratch)
+    wg = layout.channel_sums(param, grad, scratch)
     d = decide(ww, gg, wg, fan=layout.fan, size=layout.size, delta=delta, eps=eps, xp=xp)
     d = d._replace(  # 1-D and empty tensors are not tested
         channel=torch.logical_and(d.channel, layout.tested),
         layer=torch.logical_and(d.layer, layout.tested),
         cosine=torch.where(layout.tested, d.cosine, math.nan),
     )
-    wu = layout.channel_sums(param, update)
+    wu = layout.channel_sums(param, update, scratch)
+    del scratch
     coef = radial_coefficients(d, wu, ww, eps=eps, xp=xp)
     rows = coef.reshape(-1).index_select(0, layout.padded_index)
     return adamp_core.Projection(

@@ -9,6 +9,7 @@ the known costs of ``torch.optim.AdamW`` and against code that does sync, so the
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+from counting import runtime_conditionals
 from shapes import WORKLOADS
 
 import adamp_core as ac
@@ -115,25 +117,6 @@ def test_compiled_hyperparameters_stay_on_the_device():
     assert changed["lr"] is first["lr"] and changed["lr"].item() == torch.tensor(0.05).item()
 
 
-def _runtime_conditionals(mlir: str) -> int:
-    """``stablehlo.case``/``if`` ops whose index is not a constant (or a case on constants,
-    as ``platform_dependent`` lowers): conditionals that run on the device, which XLA:GPU
-    runs by copying the predicate to the host and waiting."""
-    definitions = {
-        m.group(1): m.group(2) for m in re.finditer(r"^\s*(%[\w#:]+) = (.*)$", mlir, re.M)
-    }
-
-    def constant(name: str, depth: int = 0) -> bool:
-        d = definitions.get(name.split("#")[0], "")
-        if "stablehlo.constant" in d:
-            return True
-        inner = re.match(r'"?stablehlo\.case"?\((%[\w#]+)\)', d)
-        return bool(inner) and depth < 8 and constant(inner.group(1), depth + 1)
-
-    ops = re.findall(r'"?stablehlo\.(?:case|if)"?\((%[\w#]+)', mlir)
-    return sum(not constant(i) for i in ops)
-
-
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
 def test_optax_on_gpu_and_tpu_has_no_runtime_conditional_and_no_chain(kind):
     jax = pytest.importorskip("jax")
@@ -154,10 +137,10 @@ def test_optax_on_gpu_and_tpu_has_no_runtime_conditional_and_no_chain(kind):
     lowered = {p: traced.lower(lowering_platforms=(p,)).as_text() for p in ("cpu", "cuda", "tpu")}
     # the chain's signature: max(x, -1 - isnan(previous)), isnan being x != x
     chain = re.compile(r"stablehlo\.compare\s+NE, (%[\w#]+), \1")
-    assert _runtime_conditionals(lowered["cpu"]) >= 1  # the CPU branch keeps lax.cond
+    assert runtime_conditionals(lowered["cpu"]) >= 1  # the CPU branch keeps lax.cond
     assert chain.search(lowered["cpu"])
     for platform in ("cuda", "tpu"):
-        assert _runtime_conditionals(lowered[platform]) == 0, platform
+        assert runtime_conditionals(lowered[platform]) == 0, platform
         assert not chain.search(lowered[platform]), platform
 
 
@@ -168,3 +151,37 @@ def test_raw_step_turns_no_python_scalar_into_an_array(config, counting):
     counts = counting.count_raw_step(config, RESNET[:12])
     assert counts["ops"] > 0
     assert counts["scalar conversions"] == 0, counts
+
+
+def test_the_memory_tracker_counts_what_is_alive_at_once():
+    import torch
+    from counting import peak_step_bytes
+
+    class TwoBuffers:  # an "optimizer" whose step holds two list-sized buffers, then one
+        def __init__(self, params):
+            self.params = params
+
+        def step(self):
+            a = torch._foreach_mul(self.params, 2.0)
+            b = torch._foreach_mul(self.params, 3.0)
+            del a
+            c = torch._foreach_mul(self.params, 4.0)
+            return b, c
+
+    shapes = [(64, 3, 3, 3), (128,)]
+    peak = peak_step_bytes(TwoBuffers, shapes)
+    assert peak == 2 * 4 * sum(math.prod(s) for s in shapes)
+
+
+@pytest.mark.parametrize("workload", ["resnet50", "vit_b16"])
+def test_cuda_path_temporaries_stay_near_adamw_foreach(workload):
+    """The batched CUDA path keeps one list-sized buffer at a time (the projection's products,
+    then the expanded per-channel factors), as AdamW(foreach=True) does (its sqrt(v)); AdamP
+    also keeps Adam's step for the projection, one more."""
+    from launch_counts import MEMORY_ROWS, cuda_path_peak_bytes
+
+    shapes = WORKLOADS[workload]()
+    peak = {name: cuda_path_peak_bytes(make, shapes) for name, make in MEMORY_ROWS.items()}
+    adamw = peak["torch.optim.AdamW(foreach=True)"]
+    assert peak["ours SGDP, CUDA default (foreach)"] <= 1.1 * adamw
+    assert peak["ours AdamP, CUDA default (foreach)"] <= 2.1 * adamw
