@@ -280,8 +280,6 @@ def peak_step_bytes(make_optimizer, shapes: list[tuple[int, ...]], *, warmup: in
     exists) of ``make_optimizer(params)`` on real CPU float32 parameters of ``shapes``. The
     figure depends on the code path, not the device: force a CUDA path onto the CPU to
     measure it."""
-    import gc
-
     params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
     for i, p in enumerate(params):
         p.grad = torch.full_like(p, 0.01 * (i + 1))
@@ -289,8 +287,15 @@ def peak_step_bytes(make_optimizer, shapes: list[tuple[int, ...]], *, warmup: in
     with torch.no_grad():
         for _ in range(warmup):
             opt.step()
-        gc.collect()
-        mode = _LiveBytes()
-        with mode:
-            opt.step()
+    return step_bytes(opt.step)
+
+
+def step_bytes(step) -> int:
+    """Peak bytes of the tensors ``step()`` creates that are alive at once."""
+    import gc
+
+    gc.collect()
+    mode = _LiveBytes()
+    with torch.no_grad(), mode:
+        step()
     return mode.peak

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-import tracemalloc  # noqa: F401  (torch CPU allocations are not traced; see _peak_extra)
 
 import torch
 from shapes import WORKLOADS, count
@@ -28,20 +27,11 @@ def _params(shapes, seed):
 
 
 def _peak_extra(step) -> float:
-    """Peak resident-set growth of one step, in MB (CPU: ru_maxrss is process-wide, so take
-    it from a fresh high-water mark by measuring the step's allocations with the profiler)."""
-    from torch.profiler import ProfilerActivity, profile
+    """Peak extra memory of one step, in MB: the bytes of the tensors it creates that are
+    alive at once (``counting.step_bytes``, which follows each tensor until it dies)."""
+    from counting import step_bytes
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted(
-        (e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_memory_usage
-    )
-    level = peak = 0
-    for _, delta in events:
-        level += delta
-        peak = max(peak, level)
-    return peak / 2**20
+    return step_bytes(step) / 2**20
 
 
 def _pytorch_optimizer_adamp() -> dict:
