@@ -149,7 +149,8 @@ def framework_table(
         line = [name, *(_cell(by[w]) if w in by else "" for w in workloads)]
         for _, field, fmt in extras:
             values = [getattr(by[w], field) if w in by else None for w in workloads]
-            line.append(" / ".join("" if v is None else fmt.format(v) for v in values))
+            shown = [("" if v is None else fmt.format(v)) for v in values]
+            line.append("" if not any(shown) else " / ".join(shown))
         lines.append(tuple(line))
     return table(lines, tuple(header))
 
