@@ -174,4 +174,7 @@ def test_math_page_renders_in_a_browser_without_network(site, served, tmp_path):
     typeset = dom.count("<mjx-container")
     assert typeset == spans, f"{typeset} of {spans} equations typeset"
     assert not re.search(r'<g [^>]*data-mml-node="merror"', dom), "an equation failed to parse"
-    assert "\\(" not in re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)
+    # no TeX left as text: outside code, scripts and typeset equations, neither "$" nor "\\"
+    text = re.sub(r"<(script|style|code|mjx-container)\b.*?</\1>", "", dom, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", text)
+    assert "$" not in text and "\\" not in text, re.findall(r".{0,30}[$\\].{0,30}", text)[:3]
