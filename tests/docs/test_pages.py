@@ -62,12 +62,14 @@ def test_measured_figures_come_from_generated_files(page):
 
 
 #: The widest code line the site shows without a scroll bar next to both sidebars, in a
-#: 1280-pixel window (measured in headless Chromium).
+#: 1280-pixel window (measured in headless Chromium); docs/ruff.toml formats to it.
 CODE_WIDTH = 76
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", PAGES[1:], ids=lambda p: str(p.relative_to(ROOT)))
 def test_code_lines_fit_the_page(page):
+    """Site pages only (docs/ruff.toml formats their code to this width); README.md is read
+    where wider code fits, and follows the project's line length."""
     blocks = [textwrap.dedent(m.group(0)) for m in FENCE.finditer(page.read_text())]
     long = [line for b in blocks for line in b.splitlines() if len(line) > CODE_WIDTH]
     assert long == []
