@@ -6,6 +6,7 @@ The argument names, their order and their defaults are those of the official
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import KW_ONLY, dataclass
@@ -129,6 +130,13 @@ class AdamPConfig:
             channel_axis=_channel_axis(self.channel_axis),
         )
 
+    def update_kwargs(self) -> dict[str, Any]:
+        """The hyperparameters as [`adamp_update`][adamp_core.adamp_update] takes them
+        (``betas`` split into ``beta1`` and ``beta2``)."""
+        kwargs = dataclasses.asdict(self)
+        kwargs["beta1"], kwargs["beta2"] = kwargs.pop("betas")
+        return kwargs
+
 
 @dataclass(frozen=True)
 class SGDPConfig:
@@ -176,3 +184,7 @@ class SGDPConfig:
         )
         if self.nesterov and (self.momentum <= 0.0 or self.dampening != 0.0):
             raise ValueError("nesterov requires momentum > 0 and dampening == 0")
+
+    def update_kwargs(self) -> dict[str, Any]:
+        """The hyperparameters as [`sgdp_update`][adamp_core.sgdp_update] takes them."""
+        return dataclasses.asdict(self)

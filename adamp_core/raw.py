@@ -175,45 +175,12 @@ def step(
         raise ValueError("params, grads and state must all be sequences, or all single")
     xp = _validate(param_list, grad_list, state_list, config, many, inplace)
 
+    update = adamp_update if isinstance(config, AdamPConfig) else sgdp_update
+    hyper = config.update_kwargs()
     new_params, new_states = list(param_list), list(state_list)
     for i, (p, g, s) in enumerate(zip(param_list, grad_list, state_list)):
-        if g is None:
-            continue
-        if isinstance(config, AdamPConfig):
-            beta1, beta2 = config.betas
-            new_params[i], new_states[i], _ = adamp_update(
-                p,
-                g,
-                s,
-                lr=config.lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=config.eps,
-                weight_decay=config.weight_decay,
-                delta=config.delta,
-                wd_ratio=config.wd_ratio,
-                nesterov=config.nesterov,
-                channel_axis=config.channel_axis,
-                inplace=inplace,
-                xp=xp,
-            )
-        else:
-            new_params[i], new_states[i], _ = sgdp_update(
-                p,
-                g,
-                s,
-                lr=config.lr,
-                momentum=config.momentum,
-                dampening=config.dampening,
-                weight_decay=config.weight_decay,
-                nesterov=config.nesterov,
-                eps=config.eps,
-                delta=config.delta,
-                wd_ratio=config.wd_ratio,
-                channel_axis=config.channel_axis,
-                inplace=inplace,
-                xp=xp,
-            )
+        if g is not None:
+            new_params[i], new_states[i], _ = update(p, g, s, **hyper, inplace=inplace, xp=xp)
     if not many:
         return new_params[0], new_states[0]
     return (tuple(new_params) if isinstance(params, tuple) else new_params), new_states
