@@ -61,13 +61,12 @@ class Layout:
         self.size = on_device([max(n, 1) for n in self.numels], dtype)
         self.tested = on_device(self.tested_list, torch.bool)
         self.total = sum(self.numels)
-        self.total_rows = sum(self.rows)
         self._plan_expansion(fans, on_device)
 
     def _plan_expansion(self, fans: list[int], on_device: Any) -> None:
         """How per-row values spread over the elements (``Packed.expand``) without an
         element-sized index: the rows of the tested tensors of one fan, sorted together,
-        fill their block of the output with one broadcast copy each; the rest (untested
+        fill their block of the output with one broadcasting kernel each; the rest (untested
         tensors, whose one row is all their elements, and fans with few elements) take a
         ``repeat_interleave`` whose index is as small as they are."""
         by_fan: dict[int, list[int]] = {}
@@ -94,12 +93,7 @@ class Layout:
         self.rest_start = element
         self.rest_total = sum(self.numels[i] for i in rest)
         self.rest_row_lengths = on_device(
-            [
-                fans[i] if self.tested_list[i] else self.numels[i]
-                for i in rest
-                for _ in range(self.rows[i])
-            ],
-            torch.int64,
+            [fans[i] for i in rest for _ in range(self.rows[i])], torch.int64
         )
         order += rest
         #: packed row positions in layout order
