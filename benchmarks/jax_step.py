@@ -32,7 +32,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from shapes import WORKLOADS, count  # noqa: E402
-from timing import Result, interleaved, print_results, summarize  # noqa: E402
+from timing import Bench, Result, measure  # noqa: E402
 
 import adamp_core  # noqa: E402
 from adapters.optax import adamp, sgdp  # noqa: E402
@@ -71,6 +71,12 @@ def _projected(params: list, grads: list) -> tuple[int, int]:
 
 
 def run(workload: str, rounds: int) -> list[Result]:
+    """Time ``prepare(workload)`` alone and print its table."""
+    return measure([prepare(workload)], rounds, label=f"JAX {workload}")[0]
+
+
+def prepare(workload: str) -> Bench:
+    """The four jitted steps, compiled on ``workload`` and run once (their first step)."""
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for s in shapes]
@@ -100,28 +106,25 @@ def run(workload: str, rounds: int) -> list[Result]:
 
         def call(step=step, box=box):
             box["p"], box["s"] = step(box["p"], box["s"], grads)
-            return box["p"]
+            jax.block_until_ready(box["p"])
 
         runs[name] = call
-    samples = interleaved(
-        runs, rounds=rounds, warmup=2, sync=jax.block_until_ready, label=f"JAX {workload}"
-    )
 
     def reference(name: str) -> str:
         return "optax.sgd momentum" if "sg" in name else "optax.adamw"
 
-    results = summarize(samples, reference, first)
     flags = os.environ.get("XLA_FLAGS", "")
     projected, weights = _projected(boxes["adapters.optax.adamp"]["p"], grads)
-    print_results(
+    return Bench(
         f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
         f"JAX {jax.__version__} CPU, {'donated' if DONATE else 'no donation'}, "
         f"XLA_FLAGS={flags or '(none)'}, "
         f"{'orthogonal' if PROJECTED else 'random'} gradients ({projected} of {weights} weights "
-        f"projected at the last AdamP step), median of {rounds} interleaved steps",
-        results,
+        "projected after the first AdamP step)",
+        runs,
+        reference,
+        first,
     )
-    return results
 
 
 def main() -> None:

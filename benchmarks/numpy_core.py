@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 from shapes import WORKLOADS, count
-from timing import Result, interleaved, print_results, summarize
+from timing import Bench, Result, measure
 
 import adamp_core as ac
 
@@ -45,6 +45,12 @@ def numpy_sgd(params, grads, bufs, lr=0.1, momentum=0.9, wd=1e-4):
 
 
 def run(workload: str, rounds: int) -> list[Result]:
+    """Time ``prepare(workload)`` alone and print its table."""
+    return measure([prepare(workload)], rounds, label=f"NumPy {workload}")[0]
+
+
+def prepare(workload: str) -> Bench:
+    """The in-place NumPy AdamW and SGD and adamp_core's steps, set up on ``workload``."""
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     fresh = lambda: [rng.standard_normal(s).astype(np.float32) * 0.05 for s in shapes]  # noqa: E731
@@ -84,18 +90,16 @@ def run(workload: str, rounds: int) -> list[Result]:
             sgdp_p, grads, sgdp_s, sgd_cfg, inplace=True
         ),
     }
-    samples = interleaved(fns, rounds=rounds, label=f"NumPy {workload}")
 
     def reference(name: str) -> str:
         return "numpy SGD momentum (in place)" if "SG" in name else "numpy AdamW (in place, out=)"
 
-    results = summarize(samples, reference)
-    print_results(
+    return Bench(
         f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, "
-        f"NumPy {np.__version__}, median of {rounds} interleaved steps",
-        results,
+        f"NumPy {np.__version__}",
+        fns,
+        reference,
     )
-    return results
 
 
 def main() -> None:

@@ -8,12 +8,18 @@ interleaved in the same process. A floor row gives the time the machine's measur
 bandwidth allows for the bytes each update must move.
 
     python benchmarks/run.py [--quick] [--out benchmarks/results.md] [--chart benchmarks/results.png]
+                             [--compare an-earlier-results.json]
+
+Beside the table, the per-row ratios and quartiles are written as JSON (``--out`` with the
+suffix ``.json``); ``--compare`` reads such a file from an earlier run and says, row by row,
+whether the two runs agree within their stated spread (their interquartile ranges overlap).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -21,7 +27,7 @@ import time
 from pathlib import Path
 
 from shapes import WORKLOADS, count
-from timing import UNSTABLE_SPREAD, Result, copy_bandwidth, table
+from timing import UNSTABLE_SPREAD, Result, copy_bandwidth, measure, table
 
 #: Bytes per parameter an update must move at least: AdamW reads p, g, m, v and writes p, m, v
 #: (7 x 4 bytes); AdamP also reads the weight a second time for the projection's reductions.
@@ -31,6 +37,37 @@ NOT_MEASURED = {
     "timm AdamP/SGDP": "timm needs torchvision, whose PyPI build does not import beside the pinned "
     "CPU torch 2.13.0 the suite runs on; its AdamP is the official one with .reshape",
 }
+
+
+#: Workloads up to this many parameters are timed with every suite in the same rounds, so that
+#: a slow minute on a shared machine weighs on all suites alike; all suites' arrays are then
+#: alive at once: about 90 parameter-sized float32 arrays, 9 GB for ResNet-50 (25.6M), 31 GB
+#: for ViT-B/16 (86.6M), whose suites are therefore timed one after the other.
+TOGETHER_MAX_PARAMS = 40_000_000
+
+
+def _measure(suites: list[tuple[str, object]], workload: str, rounds: int) -> list[list[Result]]:
+    """Set up every suite on ``workload`` (compiled, first steps taken), then time them all in
+    the same interleaved rounds."""
+    benches = []
+    for framework, suite in suites:
+        started = time.perf_counter()
+        benches.append(suite.prepare(workload))
+        took = time.perf_counter() - started
+        print(f"({framework} {workload}: set up in {took:.0f} s)", file=sys.stderr)
+    started = time.perf_counter()
+    measured = measure(benches, rounds, label=workload)
+    took = time.perf_counter() - started
+    print(f"({workload}: {rounds} rounds in {took:.0f} s)", file=sys.stderr)
+    return measured
+
+
+def _how_timed(workloads: list[str]) -> str:
+    together = [w for w in workloads if count(WORKLOADS[w]()) <= TOGETHER_MAX_PARAMS]
+    apart = [w for w in workloads if w not in together]
+    parts = [f"{', '.join(together)}: every suite in the same rounds"] if together else []
+    parts += [f"{', '.join(apart)}: one suite after another"] if apart else []
+    return "; ".join(parts)
 
 
 def _suites(quick: bool) -> list[tuple[str, object]]:
@@ -76,29 +113,32 @@ def _cell(r: Result) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="ResNet-50 only, 7 rounds: under 2 minutes on 2 cores"
+        "--quick", action="store_true", help="ResNet-50 only, 12 rounds: under 2 minutes on 2 cores"
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
     parser.add_argument("--chart", default=str(Path(__file__).with_name("results.png")))
+    parser.add_argument(
+        "--compare", metavar="JSON", help="an earlier run's JSON: report where the runs disagree"
+    )
     args = parser.parse_args()
     workloads = ["resnet50"] if args.quick else list(WORKLOADS)
-    rounds = 7 if args.quick else args.rounds
+    rounds = 12 if args.quick else args.rounds
 
     bandwidth = copy_bandwidth()
     results: dict[str, dict[str, dict[str, Result]]] = {}  # framework -> name -> workload
-    for framework, suite in _suites(args.quick):
-        for workload in workloads:
-            started = time.perf_counter()
-            for r in suite.run(workload, rounds):
-                results.setdefault(framework, {}).setdefault(r.name, {})[workload] = r
-            took = time.perf_counter() - started
-            print(f"({framework} {workload}: {took:.0f} s)", file=sys.stderr)
+    suites = _suites(args.quick)
+    for workload in workloads:
+        together = count(WORKLOADS[workload]()) <= TOGETHER_MAX_PARAMS
+        for batch in [suites] if together else [[s] for s in suites]:
+            for (framework, _), rows in zip(batch, _measure(batch, workload, rounds)):
+                for r in rows:
+                    results.setdefault(framework, {}).setdefault(r.name, {})[workload] = r
 
     env = environment()
     parts = [
         f"Median step time and its ratio to the framework's plain AdamW/SGD, measured "
-        f"interleaved: the median of the per-round ratios, with their interquartile range in "
+        f"interleaved ({_how_timed(workloads)}): the median of the per-round ratios, with their interquartile range in "
         f"parentheses; a row whose range is wider than {UNSTABLE_SPREAD:.0%} of its ratio is "
         f"marked unstable. float32, {rounds} rounds; {env}.",
     ]
@@ -119,8 +159,41 @@ def main() -> None:
     print("\n" + text)
     Path(args.out).write_text(text + "\n")
     print(f"\ntable written to {args.out}")
+    measured = {
+        f"{fw}: {name}": {w: [r.ratio, r.low, r.high] for w, r in by.items()}
+        for fw, rows in results.items()
+        for name, by in rows.items()
+    }
+    json_path = Path(args.out).with_suffix(".json")
+    json_path.write_text(json.dumps(measured, indent=1) + "\n")
+    print(f"ratios written to {json_path}")
+    if args.compare:
+        print("\n" + agreement(json.loads(Path(args.compare).read_text()), measured))
     flat = {f"{fw}: {name}": by for fw, rows in results.items() for name, by in rows.items()}
     _chart(flat, workloads, args.chart, f"{rounds} rounds; {env}".replace("; ", "\n"))
+
+
+def agreement(earlier: dict, now: dict) -> str:
+    """Row by row, whether two runs' ratios agree within their stated spread: their
+    interquartile ranges overlap. Rows measured in only one run are left out."""
+    rows, agree = [], 0
+    for name, by in now.items():
+        for workload, (ratio, low, high) in by.items():
+            before = earlier.get(name, {}).get(workload)
+            if before is None:
+                continue
+            ok = low <= before[2] and before[1] <= high
+            agree += ok
+            rows.append(
+                (
+                    f"{name} ({workload})",
+                    f"{before[0]:.2f}x ({before[1]:.2f}-{before[2]:.2f})",
+                    f"{ratio:.2f}x ({low:.2f}-{high:.2f})",
+                    "yes" if ok else "**no**",
+                )
+            )
+    summary = f"{agree} of {len(rows)} rows agree (interquartile ranges overlap)"
+    return summary + "\n\n" + table(rows, ("row", "earlier run", "this run", "agree"))
 
 
 def section(name: str, text: str) -> str:

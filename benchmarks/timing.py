@@ -78,28 +78,79 @@ def interleaved(
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, ``rounds`` samples each, after ``warmup`` calls.
 
+    The functions run once per round, in an order that rotates from round to round.
+    """
+    wrapped = fns if sync is None else {n: _synced(f, sync) for n, f in fns.items()}
+    return interleaved_groups([wrapped], rounds=rounds, warmup=warmup, label=label)[0]
+
+
+def _synced(fn: Callable[[], object], sync: Callable[[object], None]) -> Callable[[], None]:
+    return lambda: sync(fn())
+
+
+def interleaved_groups(
+    groups: list[dict[str, Callable[[], object]]],
+    *,
+    rounds: int,
+    warmup: int = 1,
+    label: str = "",
+) -> list[dict[str, list[float]]]:
+    """Seconds per call of every function of every group, ``rounds`` samples each.
+
+    Each round runs every group once, each group's functions back to back (an
+    implementation and its reference a fraction of a second apart), the order of the groups
+    and of the functions within each rotating from round to round. Running all groups in
+    the same rounds spreads every group's samples over the whole measurement, so a slow
+    minute on a shared machine weighs on all of them alike instead of on one group.
+
     A progress bar (tqdm, where installed) counts the warm-up calls and the rounds.
     """
-    names = list(fns)
     bar = progress(rounds + warmup, label)
-    for name in names:
-        for _ in range(warmup):
-            out = fns[name]()
-            if sync:
-                sync(out)
+    for fns in groups:
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
     bar.update(warmup)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    samples = [{n: [] for n in fns} for fns in groups]
     for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            out = fns[name]()
-            if sync:
-                sync(out)
-            samples[name].append(time.perf_counter() - t0)
+        for g in _rotated(list(range(len(groups))), r):
+            fns = groups[g]
+            for name in _rotated(list(fns), r):
+                t0 = time.perf_counter()
+                fns[name]()
+                samples[g][name].append(time.perf_counter() - t0)
         bar.update(1)
     bar.close()
     return samples
+
+
+def _rotated(items: list, r: int) -> list:
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+@dataclass
+class Bench:
+    """One suite's implementations on one workload, set up and ready to time."""
+
+    title: str  #: the heading of its table
+    steps: dict[str, Callable[[], object]]  #: one step each, finished when the call returns
+    reference_of: Callable[[str], str]  #: each implementation's reference (a name in steps)
+    first: dict[str, float] | None = None  #: seconds of each first step
+    memory: Callable[[], dict[str, float]] | None = None  #: peak extra MB, measured after
+
+
+def measure(benches: list[Bench], rounds: int, label: str = "") -> list[list[Result]]:
+    """Time all ``benches`` in the same interleaved rounds; print and return each one's
+    results."""
+    samples = interleaved_groups([b.steps for b in benches], rounds=rounds, label=label)
+    out = []
+    for bench, by_name in zip(benches, samples):
+        memory = bench.memory() if bench.memory else None
+        results = summarize(by_name, bench.reference_of, bench.first, memory)
+        print_results(f"{bench.title}, median of {rounds} interleaved steps", results)
+        out.append(results)
+    return out
 
 
 class _NoBar:

@@ -15,7 +15,7 @@ import time
 
 import torch
 from shapes import WORKLOADS, count
-from timing import Result, interleaved, print_results, summarize
+from timing import Bench, Result, measure
 
 
 def _params(shapes, seed):
@@ -75,6 +75,12 @@ def candidates(shapes):
 
 
 def run(workload: str, rounds: int) -> list[Result]:
+    """Time ``prepare(workload)`` alone and print its table."""
+    return measure([prepare(workload)], rounds, label=f"PyTorch {workload}")[0]
+
+
+def prepare(workload: str) -> Bench:
+    """Every candidate optimizer, built on ``workload`` and stepped once (its first step)."""
     shapes = WORKLOADS[workload]()
     opts, first = {}, {}
     for i, (name, make) in enumerate(candidates(shapes).items()):
@@ -83,26 +89,27 @@ def run(workload: str, rounds: int) -> list[Result]:
         opt.step()
         first[name] = time.perf_counter() - t0
         opts[name] = opt
-    samples = interleaved(
-        {n: o.step for n, o in opts.items()}, rounds=rounds, warmup=1, label=f"PyTorch {workload}"
-    )
-    memory = {}
-    for name, opt in opts.items():
-        if "compile=True" in name:
-            continue  # under the tracker's dispatch mode dynamo would trace another graph
-        gc.collect()
-        memory[name] = _peak_extra(opt.step)
+
+    def memory() -> dict[str, float]:
+        out = {}
+        for name, opt in opts.items():
+            if "compile=True" in name:
+                continue  # under the tracker's dispatch mode dynamo would trace another graph
+            gc.collect()
+            out[name] = _peak_extra(opt.step)
+        return out
 
     def reference(name: str) -> str:
         return "torch.optim.SGD foreach" if "SGD" in name else "torch.optim.AdamW foreach"
 
-    results = summarize(samples, reference, first, memory)
-    print_results(
+    return Bench(
         f"{workload}: {len(shapes)} tensors, {count(shapes) / 1e6:.1f}M params, float32, CPU, "
-        f"{torch.get_num_threads()} threads, median of {rounds} interleaved steps",
-        results,
+        f"{torch.get_num_threads()} threads",
+        {n: o.step for n, o in opts.items()},
+        reference,
+        first,
+        memory,
     )
-    return results
 
 
 def main() -> None:

@@ -35,3 +35,27 @@ def test_interleaved_gives_one_sample_per_round(rounds):
     )
     assert {k: len(v) for k, v in samples.items()} == {"a": rounds, "b": rounds}
     assert len(calls) == 2 * (rounds + 1)
+
+
+def test_groups_share_rounds_and_each_group_runs_back_to_back():
+    calls = []
+    groups = [{n: (lambda n=n: calls.append(n)) for n in names} for names in ("ab", "xyz")]
+    samples = timing.interleaved_groups(groups, rounds=3, warmup=0)
+    assert [{k: len(v) for k, v in s.items()} for s in samples] == [
+        {"a": 3, "b": 3},
+        {"x": 3, "y": 3, "z": 3},
+    ]
+    # round 0: groups in order; round 1: groups and names rotated by one; round 2: by two
+    assert "".join(calls) == "abxyz" + "yzxba" + "abzxy"
+
+
+def test_runs_agree_where_their_interquartile_ranges_overlap():
+    import run
+
+    earlier = {"ours": {"w": [2.0, 1.9, 2.1]}, "other": {"w": [3.0, 2.9, 3.1]}}
+    now = {"ours": {"w": [2.2, 2.1, 2.3]}, "other": {"w": [3.4, 3.2, 3.5]}, "new": {"w": [1, 1, 1]}}
+    text = run.agreement(earlier, now)
+    assert text.startswith("1 of 2 rows agree")
+    assert "| ours (w) | 2.00x (1.90-2.10) | 2.20x (2.10-2.30) | yes |" in text
+    assert "| other (w) | 3.00x (2.90-3.10) | 3.40x (3.20-3.50) | **no** |" in text
+    assert "new (w)" not in text
