@@ -76,6 +76,28 @@ def _memory_rows(workload: str) -> list[str]:
     return rows
 
 
+#: chunk_size as a fraction of the workload's elements, for the launches-versus-memory table
+CHUNK_FRACTIONS = (None, 1 / 2, 1 / 4, 1 / 16)
+
+
+def chunked_adamp(chunk_size: int | None):
+    """``AdamP`` on the CUDA default path, ``chunk_size`` elements at a time."""
+    return lambda p: AdamP(p, weight_decay=1e-2, foreach=True, chunk_size=chunk_size)
+
+
+def _chunk_rows(workload: str) -> list[str]:
+    shapes = WORKLOADS[workload]()
+    n = sum(math.prod(s) for s in shapes)
+    rows = []
+    for fraction in CHUNK_FRACTIONS:
+        chunk = None if fraction is None else int(n * fraction)
+        launches = count_torch_step(chunked_adamp(chunk), shapes).launches
+        peak = cuda_path_peak_bytes(chunked_adamp(chunk), shapes)
+        label = "None (the whole group)" if chunk is None else f"{chunk:,} (1/{round(1 / fraction)})"
+        rows.append(f"| {label} | {launches:,} | {peak / 2**20:,.0f} MB | {peak / n:.1f} |")
+    return rows
+
+
 def _jax_rows(workload: str) -> list[str]:
     import jax
     import jax.numpy as jnp
@@ -132,6 +154,13 @@ def main() -> None:
             "| step | peak extra memory | bytes per parameter |",
             "|---|---|---|",
             *_memory_rows(workload),
+            "",
+            "AdamP's `chunk_size`: kernel launches against peak temporaries:",
+            "",
+            "| chunk_size (of the parameters) | kernel launches | peak extra memory "
+            "| bytes per parameter |",
+            "|---|---|---|---|",
+            *_chunk_rows(workload),
             "",
             "Optax, runtime conditionals in the lowered step:",
             "",

@@ -54,6 +54,25 @@ def _hyperparameter(value: Any) -> Any:
     return value.reshape(()) if isinstance(value, torch.Tensor) else value
 
 
+def _chunks(
+    params: list[torch.Tensor], grads: list[torch.Tensor], chunk_size: int | None
+) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Consecutive runs of tensors of at most ``chunk_size`` elements together (a larger
+    tensor alone); the whole list when ``chunk_size`` is None."""
+    if chunk_size is None:
+        return [(params, grads)]
+    chunks: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+    total = chunk_size  # the current chunk's elements: full, so the first tensor starts one
+    for p, g in zip(params, grads, strict=True):
+        if total + p.numel() > chunk_size:
+            chunks.append(([], []))
+            total = 0
+        chunks[-1][0].append(p)
+        chunks[-1][1].append(g)
+        total += p.numel()
+    return chunks
+
+
 class _ProjectedOptimizer(Optimizer):
     """What AdamP and SGDP share: validation, gathering, state upkeep, diagnostics."""
 
@@ -76,6 +95,7 @@ class _ProjectedOptimizer(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
             group.setdefault("compile", False)
+            group.setdefault("chunk_size", None)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim.Optimizer.add_param_group``, validated first: a group with a bad
@@ -91,6 +111,9 @@ class _ProjectedOptimizer(Optimizer):
                 raise ValueError(f"{name} does not support complex parameters")
             if isinstance(p, torch.Tensor) and not p.is_floating_point():
                 raise ValueError(f"{name} needs floating-point parameters, got {p.dtype}")
+        chunk = group.get("chunk_size", self.defaults.get("chunk_size"))
+        if chunk is not None and (type(chunk) is not int or chunk < 1):
+            raise ValueError(f"chunk_size must be None or a positive int, got {chunk!r}")
         if len({id(p) for p in tensors}) != len(tensors):
             raise ValueError(f"{name}: a parameter appears more than once in one param group")
         values = {k: group.get(k, self.defaults.get(k, required)) for k in self._config_keys}
@@ -198,7 +221,8 @@ class _ProjectedOptimizer(Optimizer):
             foreach = group["foreach"]
             on_cuda = all(p.is_cuda for p in params)
             if not group["compile"] and (foreach or (foreach is None and on_cuda)):
-                self._foreach_step(params, grads, kwargs)  # as torch.optim: the CUDA default
+                # as torch.optim: the CUDA default
+                self._foreach_step(params, grads, kwargs, group["chunk_size"])
                 continue
             if foreach is False and not group["compile"]:
                 for p, g in zip(params, grads, strict=True):
@@ -209,7 +233,8 @@ class _ProjectedOptimizer(Optimizer):
             # per-tensor temporaries stay small, or through the compiled core.
             small = [i for i, p in enumerate(params) if p.numel() <= SMALL]
             if small:
-                self._foreach_step([params[i] for i in small], [grads[i] for i in small], kwargs)
+                small_params, small_grads = [params[i] for i in small], [grads[i] for i in small]
+                self._foreach_step(small_params, small_grads, kwargs, group["chunk_size"])
             large = [i for i, p in enumerate(params) if p.numel() > SMALL]
             params, grads = [params[i] for i in large], [grads[i] for i in large]
             if group["compile"]:
@@ -252,17 +277,27 @@ class _ProjectedOptimizer(Optimizer):
             self._projections[p] = fn(flat_view(p), flat_view(g), views, **static, **tensors[key])
 
     def _foreach_step(
-        self, params: list[torch.Tensor], grads: list[torch.Tensor], kwargs: dict[str, Any]
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        kwargs: dict[str, Any],
+        chunk_size: int | None,
     ) -> None:
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
-        for (ps, gs), _ in grouped.values():
-            state = self._core_state([self.state[p] for p in ps], TensorList)
-            _, _, proj = self._update(
-                TensorList(ps), TensorList(gs), state, inplace=True, xp=namespace, **kwargs
-            )
-            fields = [f.tensors for f in proj]  # each field's per-tensor values, made once
-            for i, p in enumerate(ps):
-                self._projections[p] = adamp_core.Projection(*(f[i] for f in fields))
+        for (all_ps, all_gs), _ in grouped.values():
+            for ps, gs in _chunks(all_ps, all_gs, chunk_size):
+                self._foreach_chunk(ps, gs, kwargs)
+
+    def _foreach_chunk(
+        self, ps: list[torch.Tensor], gs: list[torch.Tensor], kwargs: dict[str, Any]
+    ) -> None:
+        state = self._core_state([self.state[p] for p in ps], TensorList)
+        _, _, proj = self._update(
+            TensorList(ps), TensorList(gs), state, inplace=True, xp=namespace, **kwargs
+        )
+        fields = [f.tensors for f in proj]  # each field's per-tensor values, made once
+        for i, p in enumerate(ps):
+            self._projections[p] = adamp_core.Projection(*(f[i] for f in fields))
 
     def _core_state(self, states: list[dict[str, Any]], wrap: Callable[[list[Any]], Any]) -> Any:
         kind = adamp_core.AdamPState if self._state_keys[0] == "step" else adamp_core.SGDPState
@@ -334,6 +369,11 @@ class AdamP(_ProjectedOptimizer):
         first step; never recompiles as the step count or the learning rate
         change. On CPU it is the fastest SGDP path; for AdamP the default, with
         torch's fused Adam kernel, is as fast.
+      chunk_size: on the foreach path, step at most this many elements of a group at
+        once (consecutive tensors; a larger tensor alone). The step's temporaries are
+        list-sized (AdamP keeps two at a time, SGDP one), so a chunk bounds them, at the
+        cost of the step's kernel launches once per chunk. ``None`` (default): the whole
+        group at once. Results do not depend on it.
 
     The state of each parameter is ``{"step", "exp_avg", "exp_avg_sq"}`` as in the
     official optimizer, ``step`` being a 0-d tensor; checkpoints interchange both ways.
@@ -364,6 +404,7 @@ class AdamP(_ProjectedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         compile: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -376,6 +417,7 @@ class AdamP(_ProjectedOptimizer):
             maximize=maximize,
             foreach=foreach,
             compile=compile,
+            chunk_size=chunk_size,
         )
         super().__init__(params, defaults)
 
@@ -409,7 +451,7 @@ class SGDP(_ProjectedOptimizer):
       params: parameters or param groups.
       lr (required), momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio:
         as the official package (see [`adamp_core.SGDPConfig`][adamp_core.SGDPConfig]).
-      maximize, foreach, compile: as in [`AdamP`][adapters.torch.AdamP].
+      maximize, foreach, compile, chunk_size: as in [`AdamP`][adapters.torch.AdamP].
 
     The state of each parameter is ``{"momentum"}``: the (projected, without nesterov)
     momentum buffer, as in the official optimizer.
@@ -443,6 +485,7 @@ class SGDP(_ProjectedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
         compile: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -456,6 +499,7 @@ class SGDP(_ProjectedOptimizer):
             maximize=maximize,
             foreach=foreach,
             compile=compile,
+            chunk_size=chunk_size,
         )
         super().__init__(params, defaults)
 

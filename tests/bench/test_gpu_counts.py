@@ -185,3 +185,29 @@ def test_cuda_path_temporaries_stay_near_adamw_foreach(workload):
     adamw = peak["torch.optim.AdamW(foreach=True)"]
     assert peak["ours SGDP, CUDA default (foreach)"] <= 1.1 * adamw
     assert peak["ours AdamP, CUDA default (foreach)"] <= 2.1 * adamw
+
+
+@pytest.mark.parametrize("workload", ["resnet50", "vit_b16"])
+def test_chunk_size_bounds_the_temporaries(workload):
+    """With ``chunk_size``, AdamP's two list-sized temporaries are chunk-sized: a quarter of
+    the model's elements at a time needs less than AdamW(foreach=True)'s one model-sized
+    buffer, and nothing of a step syncs."""
+    import torch
+    from counting import count_torch_step
+    from launch_counts import MEMORY_ROWS, chunked_adamp, cuda_path_peak_bytes
+
+    shapes = WORKLOADS[workload]()
+    sizes = [math.prod(s) for s in shapes]
+    chunk = sum(sizes) // 4
+    peak = cuda_path_peak_bytes(chunked_adamp(chunk), shapes)
+    itemsize = torch.finfo(torch.float32).bits // 8
+    # besides: a few (weights, widest weight's rows) arrays of per-row sums, a fraction of
+    # a percent of the model
+    padded = len(shapes) * max(s[0] if len(s) > 1 else 1 for s in shapes)
+    assert peak <= 2 * itemsize * max(chunk, *sizes) + 4 * itemsize * padded
+    adamw = cuda_path_peak_bytes(MEMORY_ROWS["torch.optim.AdamW(foreach=True)"], shapes)
+    assert peak < adamw
+    counts = count_torch_step(chunked_adamp(chunk), shapes)
+    assert (counts.syncs, counts.copies) == (0, 0)
+    whole = count_torch_step(chunked_adamp(None), shapes)
+    assert whole.launches < counts.launches <= 5 * whole.launches

@@ -73,3 +73,11 @@ def test_code_lines_fit_the_page(page):
     blocks = [textwrap.dedent(m.group(0)) for m in FENCE.finditer(page.read_text())]
     long = [line for b in blocks for line in b.splitlines() if len(line) > CODE_WIDTH]
     assert long == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_the_page_names_exist(page):
+    """A path to a test, benchmark or example named in the docs is one the project has."""
+    named = re.findall(r"`((?:tests|benchmarks|examples)/[\w/.-]+\.py)", page.read_text())
+    missing = [path for path in named if not (ROOT / path).exists()]
+    assert not missing, missing

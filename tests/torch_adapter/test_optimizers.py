@@ -331,6 +331,28 @@ def test_bad_hyperparameters_raise_value_error():
         SGDP(p)  # lr is required, as in the official SGDP
     with pytest.raises(ValueError, match="complex"):
         AdamP([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.complex64))])
+    for chunk in (0, -5, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="chunk_size"):
+            AdamP(p, chunk_size=chunk)
+        with pytest.raises(ValueError, match="chunk_size"):
+            SGDP(p, lr=0.1).add_param_group({"params": [torch.ones(1)], "chunk_size": chunk})
+
+
+@pytest.mark.parametrize(("ours", "theirs", "options"), CASES, ids=IDS)
+@pytest.mark.parametrize("chunk_size", [1, 100, 500])
+def test_chunks_change_nothing_but_how_many_tensors_go_at_once(
+    ours, theirs, options, chunk_size, foreach
+):
+    # the model's tensors hold 216, 8, 8, 432, 6, 6, 480 and 5 elements: chunks of 1, 100 and
+    # 500 elements take every tensor alone, the small ones together, and a few large ones
+    # together; a chunked step computes exactly what the whole group's step does
+    m1, m2 = make_model(), make_model()
+    o1 = ours(m1.parameters(), foreach=foreach, chunk_size=chunk_size, **options)
+    o2 = ours(m2.parameters(), foreach=foreach, **options)
+    train(m1, o1, 4)
+    train(m2, o2, 4)
+    assert_same_params(m1, m2, rtol=0, atol=0)
+    assert o1.state_dict()["param_groups"][0]["chunk_size"] == chunk_size
 
 
 def test_sparse_gradient_refused_before_anything_changes():
