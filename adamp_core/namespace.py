@@ -11,7 +11,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["compute_dtype", "namespace_of", "with_overrides"]
+__all__ = ["compute_dtype", "namespace_of", "with_overrides", "zeros_beside"]
 
 Array = Any
 
@@ -64,15 +64,17 @@ class _Overridden(SimpleNamespace):
         return getattr(self._base, name)
 
 
-def small_array_device(x: Array) -> Any:
-    """The device for a small array (0-d, or broadcastable like ``(rows, 1, 1)``) made for ``x``.
+def zeros_beside(x: Array, shape: tuple[int, ...], dtype: Any, xp: Any) -> Array:
+    """Zeros of ``shape`` (``()``, or all ones such as ``(1, 1, 1)``) and ``dtype``, placed
+    where ``x``'s library places a result computed from ``x``.
 
-    ``x``'s device, except for JAX arrays: there ``device`` is the array's sharding,
-    which cannot be applied to an array of another rank, so JAX places it (``None``).
+    Made by summing an empty slice of ``x`` (a view: no pass over its elements) rather
+    than with ``device=``: a library may describe an array spread over several devices by
+    a layout that fits only arrays of ``x``'s rank.
     """
-    if array_api_compat.is_jax_array(x):
-        return None
-    return array_api_compat.device(x)
+    flat = xp.reshape(x, (1,)) if x.ndim == 0 else x
+    zero = xp.asarray(xp.sum(flat[(slice(0, 0),) * flat.ndim], dtype=dtype))  # 0-d, not a scalar
+    return zero if shape == () else xp.reshape(zero, shape)
 
 
 def compute_dtype(dtype: Any, xp: Any) -> Any:

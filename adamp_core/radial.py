@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .kernels import compute_if, row_dots
-from .namespace import compute_dtype, namespace_of, small_array_device
+from .namespace import compute_dtype, namespace_of, zeros_beside
 
 __all__ = [
     "CHANNEL",
@@ -200,12 +200,12 @@ def branch(decision: Decision, xp: Any) -> Array:
 
 
 def _unprojected(param: Array, xp: Any) -> Projection:
-    dtype, device = compute_dtype(param.dtype, xp), small_array_device(param)
+    zero = zeros_beside(param, (), compute_dtype(param.dtype, xp), xp)
     return Projection(
-        coef=xp.zeros((1,) * param.ndim, dtype=dtype, device=device),
-        ratio=xp.ones((), dtype=dtype, device=device),
-        branch=xp.full((), NONE, dtype=xp.int32, device=device),
-        cosine=xp.full((), math.nan, dtype=dtype, device=device),
+        coef=xp.reshape(zero, (1,) * param.ndim),
+        ratio=xp.ones_like(zero),
+        branch=xp.full_like(zero, NONE, dtype=xp.int32),
+        cosine=xp.full_like(zero, math.nan),
     )
 
 

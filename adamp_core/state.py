@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from .namespace import namespace_of, small_array_device
+from .namespace import namespace_of, zeros_beside
 
 __all__ = ["AdamPState", "SGDPState", "init_adamp", "init_sgdp", "step_dtype"]
 
@@ -50,7 +50,7 @@ def _zeros_like(param: Array, xp: Any) -> Array:
 def init_adamp(param: Array, *, xp: Any = None) -> AdamPState:
     """Fresh AdamP state for ``param``: step 0, zero moments."""
     xp = namespace_of(param) if xp is None else xp
-    step = xp.zeros((), dtype=step_dtype(param.dtype, xp), device=small_array_device(param))
+    step = zeros_beside(param, (), step_dtype(param.dtype, xp), xp)
     return AdamPState(step, _zeros_like(param, xp), _zeros_like(param, xp))
 
 
