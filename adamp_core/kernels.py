@@ -2,7 +2,7 @@
 
 The core writes its in-place arithmetic (``inplace=True``), the projection's per-row sums
 ([`row_dots`][adamp_core.kernels.row_dots]) and its conditional work
-([`compute_if`][adamp_core.kernels.compute_if]) through these few functions.
+([`skip_unless`][adamp_core.kernels.skip_unless]) through these few functions.
 Each is defined here with array-API operators; a namespace that has an attribute of the same
 name supplies its own version instead (an adapter may map the in-place ones to native
 in-place operations, which avoid the temporaries that ``y += a * x`` allocates, or compute
@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "compute_if",
-    "divide_into",
+    "quotient_",
     "row_dots",
     "scale_add_",
     "scale_addcmul_",
+    "skip_unless",
     "sub_product_",
 ]
 
@@ -38,7 +38,7 @@ def _kernel(xp: Any, name: str) -> Any:
     return getattr(xp, name, None)
 
 
-def times(a: Any, x: Array) -> Array:
+def scaled(a: Any, x: Array) -> Array:
     """``a * x``, or ``x`` itself when ``a`` is the Python number 1 (no pass over ``x``)."""
     return x if isinstance(a, (int, float)) and a == 1 else a * x
 
@@ -49,7 +49,7 @@ def scale_add_(y: Array, beta: Any, x: Array, alpha: Any, *, xp: Any) -> Array:
     if fused is not None:
         return fused(y, beta, x, alpha)
     y *= beta
-    y += times(alpha, x)
+    y += scaled(alpha, x)
     return y
 
 
@@ -68,18 +68,19 @@ def sub_product_(y: Array, a: Any, b: Array, *, xp: Any) -> Array:
     fused = _kernel(xp, "sub_product_")
     if fused is not None:
         return fused(y, a, b)
-    y -= times(a, b)
+    y -= scaled(a, b)
     return y
 
 
-def compute_if(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
-    """``fn()`` where the 0-d bool ``pred`` holds; where it does not, ``fn()`` or
-    ``placeholder()`` (an array of the same shape and dtype): the caller masks the result.
+def skip_unless(pred: Array, fn: Any, placeholder: Any, *, xp: Any) -> Array:
+    """``fn()``, which a namespace may skip, returning ``placeholder()`` (an array of the
+    same shape and dtype), where the 0-d bool ``pred`` is false: the caller masks the
+    result where ``pred`` is false, so either value will do there.
 
-    Defined as ``fn()``, which needs no host sync. A namespace whose compiler can run one
-    branch on the device supplies ``compute_if`` to skip ``fn``.
+    Defined as ``fn()``, which needs no host sync. A namespace that can run one branch
+    on the device without waiting for ``pred`` supplies ``skip_unless`` to skip ``fn``.
     """
-    fused = _kernel(xp, "compute_if")
+    fused = _kernel(xp, "skip_unless")
     if fused is not None:
         return fused(pred, fn, placeholder)
     return fn()
@@ -96,9 +97,10 @@ def row_dots(w: Array, g: Array, *, axis: int = -1, xp: Any) -> tuple[Array, Arr
     return xp.vecdot(w, w, axis=axis), xp.vecdot(g, g, axis=axis), xp.vecdot(w, g, axis=axis)
 
 
-def divide_into(numerator: Array, denom: Array, *, xp: Any) -> Array:
-    """``numerator / denom``; may reuse ``denom``'s memory for the result (a temporary)."""
-    fused = _kernel(xp, "divide_into")
+def quotient_(numerator: Array, denom: Array, *, xp: Any) -> Array:
+    """``numerator / denom``, which a namespace may write into ``denom`` (the caller passes
+    a temporary: the trailing underscore, as in the in-place kernels, says so)."""
+    fused = _kernel(xp, "quotient_")
     if fused is not None:
         return fused(numerator, denom)
     return numerator / denom

@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .kernels import compute_if, row_dots
+from .kernels import row_dots, skip_unless
 from .namespace import compute_dtype, namespace_of, zeros_beside
 
 __all__ = [
@@ -228,7 +228,7 @@ def projection(
 
     ``update`` is read only for ``<w_i, u_i>``, after both tests. It may be a function of
     no arguments that returns it: a namespace that can skip work
-    ([`compute_if`][adamp_core.kernels.compute_if]) then calls it only where a view fired.
+    ([`skip_unless`][adamp_core.kernels.skip_unless]) then calls it only where a view fired.
 
     Args:
       param, grad, update: arrays of one shape and dtype (``update`` or a function
@@ -271,7 +271,7 @@ def projection(
         return radial_coefficients(decision, wu, ww, eps=eps, xp=xp)
 
     projected = xp.logical_or(decision.channel, decision.layer)
-    coef = compute_if(projected, coefficients, lambda: xp.zeros_like(ww), xp=xp)
+    coef = skip_unless(projected, coefficients, lambda: xp.zeros_like(ww), xp=xp)
     coef = xp.reshape(coef, tuple(rows if a == axis else 1 for a in range(len(shape))))
     ratio = decay_ratio(decision, wd_ratio, dtype, xp)
     return Projection(coef, ratio, branch(decision, xp), decision.cosine)

@@ -29,7 +29,7 @@ import math
 from functools import partial
 from typing import Any
 
-from .kernels import divide_into, scale_add_, scale_addcmul_, sub_product_, times
+from .kernels import quotient_, scale_add_, scale_addcmul_, scaled, sub_product_
 from .namespace import compute_dtype, namespace_of
 from .radial import Projection, channel_view_shape, normalize_axis, project, projection
 from .state import AdamPState, SGDPState
@@ -101,7 +101,7 @@ def adam_direction(
         numerator = numerator * (
             scale if isinstance(scale, (int, float)) else _as(scale, dtype, xp)
         )
-    return divide_into(numerator, denom, xp=xp)
+    return quotient_(numerator, denom, xp=xp)
 
 
 def adam_step(
@@ -197,10 +197,10 @@ def _adam_d(
 
 def _recomputes(xp: Any, inplace: bool) -> bool:
     """Whether the projection gets the update as a function that computes it afresh: with a
-    namespace that runs ``<w,u>`` in a branch (``compute_if``), whose compiler can then fuse
-    the update into the final pass and never store it. Not in place: the moments would be
-    updated twice."""
-    return not inplace and getattr(xp, "compute_if", None) is not None
+    namespace that can skip work (it supplies ``skip_unless``), the update is then computed
+    only where a view fired, and a compiler may fuse it into the final pass instead of
+    storing it. Not in place: the moments would be updated twice."""
+    return not inplace and getattr(xp, "skip_unless", None) is not None
 
 
 def sgd_momentum(
@@ -216,7 +216,7 @@ def sgd_momentum(
     if inplace:
         xp = namespace_of(grad) if xp is None else xp
         return scale_add_(buf, momentum, grad, 1 - dampening, xp=xp)
-    return buf * momentum + times(1 - dampening, grad)  # undamped: no 1.0 * grad pass
+    return buf * momentum + scaled(1 - dampening, grad)  # undamped: no 1.0 * grad pass
 
 
 def sgd_direction(grad: Array, buf: Array, *, momentum: Scalar, nesterov: bool) -> Array:
@@ -240,9 +240,10 @@ def apply_update(
     ``coef`` is [`Projection`][adamp_core.Projection]`.coef` (``None`` when ``update`` is already
     projected); ``decay`` and ``step_size`` are 0-d arrays or Python floats.
     """
-    factor = decay if coef is None else decay + times(step_size, coef)
+    factor = decay if coef is None else decay + scaled(step_size, coef)
     if update.dtype != param.dtype:  # a float32 direction for a float16/bfloat16 weight
-        new = _as(_as(param, update.dtype, xp) * factor - times(step_size, update), param.dtype, xp)
+        wide = _as(param, update.dtype, xp) * factor - scaled(step_size, update)
+        new = _as(wide, param.dtype, xp)
         if inplace:
             param[...] = new
             return param
@@ -254,7 +255,7 @@ def apply_update(
     if inplace:
         param *= factor
         return sub_product_(param, step_size, update, xp=xp)
-    return param * factor - times(step_size, update)
+    return param * factor - scaled(step_size, update)
 
 
 class _View:

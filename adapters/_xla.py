@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 import adamp_core
 
-__all__ = ["after", "anchor", "map_in_order", "namespace", "xp"]
+__all__ = ["OrderToken", "computed_after", "map_in_order", "namespace", "order_token", "xp"]
 
 
 def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
@@ -32,7 +32,7 @@ def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
     return jax.lax.optimization_barrier(jnp.sum(x1 * x2, axis=axis))
 
 
-def _compute_if(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
+def _skip_unless(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
     """On CPU ``jax.lax.cond``: the projection's ``<w_i, u_i>`` only where a view fired.
 
     Elsewhere ``fn()``: XLA:GPU runs a conditional by copying its predicate to the host
@@ -43,7 +43,7 @@ def _compute_if(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Calla
     )
 
 
-def after(x: jax.Array, done: jax.Array | None) -> jax.Array:
+def computed_after(x: jax.Array, done: jax.Array | None) -> jax.Array:
     """``x`` (an array >= 0) unchanged, but computed only once ``done`` is, on CPU:
     ``max(x, -1 - isnan(done[0]))``, a data dependency that XLA cannot fold away (it folds
     ``x + 0 * y``) and that costs one scalar op. ``done`` None, or another platform (where
@@ -84,7 +84,7 @@ def _row_dots_plain(
 
 
 def _row_dots(
-    w: jax.Array, g: jax.Array, *, axis: int = -1, wait: jax.Array | None = None
+    w: jax.Array, g: jax.Array, *, axis: int = -1, after: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] for ``(rows, fan)`` arrays, on
     CPU in one pass.
@@ -101,14 +101,14 @@ def _row_dots(
     a weight may be sharded: XLA's SPMD partitioner gathers the operands of a variadic
     reduction over a sharded axis instead of reducing each shard.
 
-    ``wait``: an array this reduction must wait for (see ``map_in_order``); it
+    ``after``: an array this reduction must wait for (see ``map_in_order``); it
     multiplies ``w`` by one inside the fused kernel, so costs no pass.
     ``axis``: -1 for ``(rows, fan)`` (the one-pass form's), -2 for ``(fan, rows)``.
     """
     if axis != -1 or _inner_length(w.shape[1]) is None or len(jax.devices("cpu")) > 1:
         return _row_dots_plain(w, g, axis)
-    if wait is not None:
-        w = w * after(jnp.ones((), w.dtype), wait)
+    if after is not None:
+        w = w * computed_after(jnp.ones((), w.dtype), after)
     sums = jax.lax.platform_dependent(w, g, cpu=_row_dots_cpu, default=_row_dots_plain)
     return jax.lax.optimization_barrier(sums)  # as in _rowdot
 
@@ -116,12 +116,12 @@ def _row_dots(
 #: ``jax.numpy`` with the faster row dot products: the namespace of the core calls that
 #: are not ordered (``namespace`` gives the per-leaf ones).
 xp = adamp_core.with_overrides(jnp, vecdot=_rowdot, row_dots=_row_dots)
-_xp_branched = adamp_core.with_overrides(xp, compute_if=_compute_if)
+_xp_branched = adamp_core.with_overrides(xp, skip_unless=_skip_unless)
 
 
-def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
-    """The namespace of one weight's step: its row sums wait for ``wait.cosine`` (the
-    previous weight's, see ``map_in_order``); with ``branch``, ``compute_if`` runs one
+def namespace(*, branch: bool, previous: OrderToken | None) -> Any:
+    """The namespace of one weight's step: its row sums wait for ``previous.cosine`` (the
+    previous weight's, see ``map_in_order``); with ``branch``, ``skip_unless`` runs one
     ``lax.cond`` branch.
 
     With the branch the core computes ``<w, u>`` (``u``: Adam's step, SGDP's direction)
@@ -133,30 +133,40 @@ def namespace(*, branch: bool, wait: adamp_core.Projection | None) -> Any:
     SGDP's direction is cheap to recompute: always.
     """
     base = _xp_branched if branch else xp
-    if wait is None:
+    if previous is None:
         return base
-    return adamp_core.with_overrides(base, row_dots=partial(_row_dots, wait=wait.cosine))
+    return adamp_core.with_overrides(base, row_dots=partial(_row_dots, after=previous.cosine))
 
 
-def anchor(
+class OrderToken(NamedTuple):
+    """Two values of a weight's projection that the next weight's step waits for."""
+
+    cosine: jax.Array  #: the next weight's row sums wait for it
+    coef: jax.Array  #: the next weight's Adam step waits for it
+
+
+def order_token(
     param: jax.Array, proj: adamp_core.Projection, channel_axis: int | None
-) -> adamp_core.Projection | None:
-    """What the next leaf waits for: the projection of a weight that was tested, else None."""
-    return proj if param.ndim >= 2 and param.size and channel_axis is not None else None
+) -> OrderToken | None:
+    """What the next leaf waits for: from the projection of a weight that was tested, else
+    None."""
+    if param.ndim >= 2 and param.size and channel_axis is not None:
+        return OrderToken(proj.cosine, proj.coef)
+    return None
 
 
 def map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
-    """``jax.tree.map(partial(fn, wait), tree, *rest)`` for ``fn(wait, *leaves)`` returning
-    ``(*outputs, anchor(param, projection))``. ``wait`` is the last anchor that was not None
-    before this leaf (None at first): the projection of the previous weight, for ``fn`` to
-    wait on:
+    """``jax.tree.map(partial(fn, previous), tree, *rest)`` for ``fn(previous, *leaves)``
+    returning ``(*outputs, order_token(param, projection))``. ``previous`` is the last token
+    that was not None before this leaf (None at first): from the projection of the previous
+    weight, for ``fn`` to wait on:
 
     - its row sums wait for the previous weight's ``cosine`` (``namespace``), so that
       the reductions run one after another, each on one core while the other streams the
       moments and final passes of other weights. Left alone, XLA's CPU scheduler runs them
       all at once, keeping the partial sums of every weight alive and leaving the final
       passes to run alone at the end.
-    - AdamP's step count waits for the previous ``coef`` (``after``), so that the Adam
+    - AdamP's step count waits for the previous ``coef`` (``computed_after``), so that the Adam
       step of the weights that store it (conv weights, ``namespace``) is alive for one
       weight at a time instead of every weight's at once.
 
@@ -165,9 +175,9 @@ def map_in_order(fn: Callable[..., tuple], tree: Any, *rest: Any) -> Any:
     """
     structure = jax.tree.structure(tree)
     columns = [structure.flatten_up_to(t) for t in (tree, *rest)]
-    out, wait = [], None
+    out, previous = [], None
     for args in zip(*columns):
-        *result, last = fn(wait, *args)
+        *result, token = fn(previous, *args)
         out.append(tuple(result))
-        wait = wait if last is None else last
+        previous = previous if token is None else token
     return structure.unflatten(out)

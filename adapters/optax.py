@@ -25,7 +25,7 @@ import adamp_core
 from adamp_core.radial import channel_view_shape
 from adamp_core.state import step_dtype
 
-from ._xla import after, anchor, map_in_order, namespace, xp
+from ._xla import computed_after, map_in_order, namespace, order_token, xp
 
 __all__ = [
     "LeafProjection",
@@ -236,11 +236,11 @@ def scale_by_adamp(
         _need_params(params, "scale_by_adamp")
         _check_leaves(params, "scale_by_adamp")
 
-        def leaf(wait, g, p, m, v, decays, axis):
+        def leaf(previous, g, p, m, v, decays, axis):
             new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(after(state.step, None if wait is None else wait.coef), m, v),
+                adamp_core.AdamPState(computed_after(state.step, previous and previous.coef), m, v),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,
@@ -250,9 +250,9 @@ def scale_by_adamp(
                 wd_ratio=wd_ratio,
                 nesterov=nesterov,
                 channel_axis=axis,
-                xp=namespace(branch=p.ndim == 2, wait=wait),
+                xp=namespace(branch=p.ndim == 2, previous=previous),
             )
-            return _descent(new, p), s, _leaf_projection(proj), anchor(p, proj, axis)
+            return _descent(new, p), s, _leaf_projection(proj), order_token(p, proj, axis)
 
         out = map_in_order(
             leaf,
@@ -308,7 +308,7 @@ def scale_by_sgdp(
         _need_params(params, "scale_by_sgdp")
         _check_leaves(params, "scale_by_sgdp")
 
-        def leaf(wait, g, p, buf, decays, axis):
+        def leaf(previous, g, p, buf, decays, axis):
             new, s, proj = adamp_core.sgdp_update(
                 p,
                 g,
@@ -322,9 +322,9 @@ def scale_by_sgdp(
                 delta=delta,
                 wd_ratio=wd_ratio,
                 channel_axis=axis,
-                xp=namespace(branch=True, wait=wait),
+                xp=namespace(branch=True, previous=previous),
             )
-            return _descent(new, p), s.momentum, _leaf_projection(proj), anchor(p, proj, axis)
+            return _descent(new, p), s.momentum, _leaf_projection(proj), order_token(p, proj, axis)
 
         out = map_in_order(
             leaf,
@@ -487,13 +487,13 @@ def with_projection(
             updates, state.inner, params, **extra_args
         )
 
-        def leaf(wait, u, g, p, axis):
-            ns = namespace(branch=False, wait=wait)
+        def leaf(previous, u, g, p, axis):
+            ns = namespace(branch=False, previous=previous)
             proj = adamp_core.projection(
                 p, g, u, delta=delta, wd_ratio=1.0, eps=eps, channel_axis=axis, xp=ns
             )
             projected = adamp_core.project(u, p, proj, xp=xp)
-            return projected, _leaf_projection(proj), anchor(p, proj, axis)
+            return projected, _leaf_projection(proj), order_token(p, proj, axis)
 
         out = map_in_order(leaf, inner_updates, updates, params, _axes_tree(channel_axis, params))
         projected, projections = _unzip(out, updates, 2)

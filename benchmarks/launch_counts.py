@@ -93,7 +93,9 @@ def _chunk_rows(workload: str) -> list[str]:
         chunk = None if fraction is None else int(n * fraction)
         launches = count_torch_step(chunked_adamp(chunk), shapes).launches
         peak = cuda_path_peak_bytes(chunked_adamp(chunk), shapes)
-        label = "None (the whole group)" if chunk is None else f"{chunk:,} (1/{round(1 / fraction)})"
+        label = (
+            "None (the whole group)" if chunk is None else f"{chunk:,} (1/{round(1 / fraction)})"
+        )
         rows.append(f"| {label} | {launches:,} | {peak / 2**20:,.0f} MB | {peak / n:.1f} |")
     return rows
 

@@ -103,7 +103,7 @@ def _sub_product_(y: torch.Tensor, a: Any, b: torch.Tensor) -> torch.Tensor:
     return y.add_(b, alpha=-a)
 
 
-def _divide_into(numerator: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
+def _quotient_(numerator: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
     return torch.div(numerator, denom, out=denom)
 
 
@@ -217,7 +217,7 @@ def element_namespace(workspace: Workspace | None = None) -> Any:
         scale_add_=_scale_add_,
         scale_addcmul_=_scale_addcmul_,
         sub_product_=_sub_product_,
-        divide_into=_divide_into,
+        quotient_=_quotient_,
         adam_step_=adam_step_,
         vecdot=vecdot,
         abs=torch.abs,

@@ -178,13 +178,15 @@ def test_state_is_arrays_and_jit_traces_once():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_row_dots_are_the_three_row_sums(fan, dtype):
     """The CPU kernel (one variadic reduction, for fans that are multiples of 64; the plain
-    sums otherwise) against float64 NumPy, with and without a ``wait``."""
+    sums otherwise) against float64 NumPy, with and without an ``after``."""
     rng = np.random.default_rng(fan)
     w, g = (rng.standard_normal((5, fan)).astype(dtype) for _ in range(2))
     expected = [np.einsum("ij,ij->i", a.astype(np.float64), b) for a, b in ((w, w), (g, g), (w, g))]
     rtol = 1e-5 if dtype == "float32" else 1e-13
-    for wait in (None, jnp.asarray([jnp.nan])):
-        got = jax.jit(functools.partial(_xla._row_dots, wait=wait))(jnp.asarray(w), jnp.asarray(g))
+    for after in (None, jnp.asarray([jnp.nan])):
+        got = jax.jit(functools.partial(_xla._row_dots, after=after))(
+            jnp.asarray(w), jnp.asarray(g)
+        )
         for a, b in zip(got, expected):
             assert a.dtype == dtype and a.shape == (5,)
             np.testing.assert_allclose(np.asarray(a), b, rtol=rtol, atol=rtol * np.sqrt(fan))

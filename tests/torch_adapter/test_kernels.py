@@ -57,17 +57,17 @@ CALLS = {
     "scale_add_": lambda y, x1, x2, a, b, xp: kernels.scale_add_(y, a, x1, b, xp=xp),
     "scale_addcmul_": lambda y, x1, x2, a, b, xp: kernels.scale_addcmul_(y, a, x1, x2, b, xp=xp),
     "sub_product_": lambda y, x1, x2, a, b, xp: kernels.sub_product_(y, a, x1, xp=xp),
-    "divide_into": lambda y, x1, x2, a, b, xp: kernels.divide_into(x1, y, xp=xp),
+    "quotient_": lambda y, x1, x2, a, b, xp: kernels.quotient_(x1, y, xp=xp),
 }
 
 
 def test_every_replaceable_kernel_is_checked_here():
-    # compute_if and row_dots have no torch form: the Optax adapter's (lax.cond, one variadic
+    # skip_unless and row_dots have no torch form: the Optax adapter's (lax.cond, one variadic
     # reduction) are tested with it, in test_optax_adapter.py
     assert set(kernels.REPLACEABLE) == {
         *CALLS,
         "adam_step_",
-        "compute_if",
+        "skip_unless",
         "row_dots",
         "projection",  # the foreach namespace's: test_foreach_projection_matches_the_core
     }
