@@ -477,3 +477,32 @@ def test_compiled_adamp_and_sgdp_keep_separate_graphs_within_dynamo_limits():
     for fn in (compiled._adamp_step, compiled._sgdp_step):
         graphs = len(_debug_get_cache_entry_list(fn.__code__))
         assert 1 <= graphs <= limit // 2, (fn.__name__, graphs)
+
+
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+def test_a_step_can_be_replayed_as_a_cuda_graph_would(cls, foreach):
+    """What capturing a step in a CUDA graph needs, checked on CPU: after a warm-up step,
+    steps keep every parameter and state tensor at its address (a replay writes there),
+    and a learning rate held in a tensor and changed in place (lr.fill_) takes effect, as a
+    new optimizer with that rate would compute it."""
+    model, twin = make_model(), make_model()
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    extra = {"momentum": 0.9} if cls is SGDP else {}
+    opt = cls(model.parameters(), lr=lr, weight_decay=0.1, foreach=foreach, **extra)
+    train(model, opt, 1)
+
+    def addresses():
+        return [p.data_ptr() for p in model.parameters()] + [
+            t.data_ptr() for s in opt.state.values() for t in s.values()
+        ]
+
+    held = addresses()
+    twin.load_state_dict(model.state_dict())
+    other = cls(twin.parameters(), lr=0.003, weight_decay=0.1, foreach=foreach, **extra)
+    other.load_state_dict(copy.deepcopy(opt.state_dict()))
+    other.param_groups[0]["lr"] = 0.003
+    lr.fill_(0.003)
+    train(model, opt, 2)
+    train(twin, other, 2)
+    assert addresses() == held
+    assert_same_params(model, twin, rtol=0, atol=0)
