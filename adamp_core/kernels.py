@@ -26,10 +26,11 @@ __all__ = [
 ]
 
 #: Every kernel name a namespace may supply: the six here, ``adam_step_``, a fused form of
-#: [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step], and ``projection``, a form of
-#: [`adamp_core.projection`][adamp_core.projection] (e.g. over lists of arrays); both are defined
-#: where their math is.
-REPLACEABLE = (*__all__, "adam_step_", "projection")
+#: [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step], ``projection``, a form of
+#: [`adamp_core.projection`][adamp_core.projection] (e.g. over lists of arrays), both defined
+#: where their math is, and ``zeros_beside``, how small arrays are placed beside a weight
+#: (``adamp_core.namespace.zeros_beside``).
+REPLACEABLE = (*__all__, "adam_step_", "projection", "zeros_beside")
 
 Array = Any
 

@@ -70,8 +70,12 @@ def zeros_beside(x: Array, shape: tuple[int, ...], dtype: Any, xp: Any) -> Array
 
     Made by summing an empty slice of ``x`` (a view: no pass over its elements) rather
     than with ``device=``: a library may describe an array spread over several devices by
-    a layout that fits only arrays of ``x``'s rank.
+    a layout that fits only arrays of ``x``'s rank. A namespace may supply its own
+    ``zeros_beside(x, shape, dtype)`` (see `adamp_core.kernels.REPLACEABLE`).
     """
+    supplied = getattr(xp, "zeros_beside", None)
+    if supplied is not None:
+        return supplied(x, shape, dtype)
     flat = xp.reshape(x, (1,)) if x.ndim == 0 else x
     zero = xp.asarray(xp.sum(flat[(slice(0, 0),) * flat.ndim], dtype=dtype))  # 0-d, not a scalar
     return zero if shape == () else xp.reshape(zero, shape)

@@ -196,6 +196,12 @@ def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
     return torch.clamp(x, min=min, max=max)
 
 
+def _zeros_beside(x: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The core's ``zeros_beside`` as torch makes small tensors: on ``x``'s device (a plain
+    tensor beside a DTensor, as torch.optim keeps its step counts)."""
+    return torch.zeros(shape, dtype=dtype, device=x.device)
+
+
 def element_namespace(workspace: Workspace | None = None) -> Any:
     """The per-tensor namespace: array_api_compat's torch with torch's fused kernels.
 
@@ -219,6 +225,7 @@ def element_namespace(workspace: Workspace | None = None) -> Any:
         sub_product_=_sub_product_,
         quotient_=_quotient_,
         adam_step_=adam_step_,
+        zeros_beside=_zeros_beside,
         vecdot=vecdot,
         abs=torch.abs,
         sqrt=torch.sqrt,

@@ -63,14 +63,29 @@ CALLS = {
 
 def test_every_replaceable_kernel_is_checked_here():
     # skip_unless and row_dots have no torch form: the Optax adapter's (lax.cond, one variadic
-    # reduction) are tested with it, in test_optax_adapter.py
+    # reduction) are tested with it, in tests/optax_adapter/test_transformations.py
     assert set(kernels.REPLACEABLE) == {
         *CALLS,
         "adam_step_",
         "skip_unless",
         "row_dots",
         "projection",  # the foreach namespace's: test_foreach_projection_matches_the_core
+        "zeros_beside",  # test_zeros_beside_matches_the_core
     }
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (0, 3), (4, 3, 2, 2)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_zeros_beside_matches_the_core(shape, dtype):
+    from adamp_core.namespace import zeros_beside
+
+    x = torch.ones(shape, dtype=dtype)
+    small = (1,) * len(shape)
+    for want, dt in (((), torch.float32), (small, torch.float64)):
+        expected = zeros_beside(x, want, dt, plain)
+        got = zeros_beside(x, want, dt, element_namespace())
+        assert (got.shape, got.dtype, got.device) == (expected.shape, expected.dtype, x.device)
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
