@@ -44,6 +44,7 @@ __all__ = [
     "project",
     "projection",
     "radial_coefficients",
+    "threshold",
 ]
 
 Array = Any
@@ -123,8 +124,10 @@ def _at_least(x: Array, bound: float | Array, xp: Any) -> Array:
     return xp.clip(x, min=bound) if isinstance(bound, (int, float)) else xp.maximum(x, bound)
 
 
-def _threshold(delta: float | Array, n: int | Array, xp: Any) -> float | Array:
-    """``delta / sqrt(n)``; ``n`` a Python int, or an array of them (one per weight)."""
+def threshold(delta: float | Array, n: int | Array, xp: Any = None) -> float | Array:
+    """The tests' bound ``delta / sqrt(n)``, ``n`` the length of the rows compared (``fan``
+    for the channel test, ``size`` for the layer test): a Python int, or an array of them
+    (one per weight, then ``xp`` is their namespace)."""
     return delta / math.sqrt(n) if isinstance(n, int) else delta / xp.sqrt(n)
 
 
@@ -164,11 +167,11 @@ def decide(
     """
     # 1. Channel test: max_i |cos(g_i, w_i)| < delta / sqrt(fan)
     cos_channel = xp.max(_abs_cosine(wg, ww, gg, eps, xp), axis=-1)
-    channel = cos_channel < _threshold(delta, fan, xp)
+    channel = cos_channel < threshold(delta, fan, xp)
     # 2. Layer test, where the channel test failed: |cos(g, w)| < delta / sqrt(size)
     ww_layer = xp.sum(ww, axis=-1)
     cos_layer = _abs_cosine(xp.sum(wg, axis=-1), ww_layer, xp.sum(gg, axis=-1), eps, xp)
-    layer = xp.logical_and(xp.logical_not(channel), cos_layer < _threshold(delta, size, xp))
+    layer = xp.logical_and(xp.logical_not(channel), cos_layer < threshold(delta, size, xp))
     return Decision(channel, layer, xp.where(channel, cos_channel, cos_layer), ww_layer)
 
 

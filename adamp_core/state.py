@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import array_api_compat
-
 from .namespace import namespace_of, zeros_beside
 
 __all__ = ["AdamPState", "SGDPState", "init_adamp", "init_sgdp", "step_dtype"]
@@ -44,7 +42,8 @@ def step_dtype(param_dtype: Any, xp: Any) -> Any:
 
 
 def _zeros_like(param: Array, xp: Any) -> Array:
-    return xp.zeros(param.shape, dtype=param.dtype, device=array_api_compat.device(param))
+    # param's shape, dtype and device (and its memory layout, where the library keeps one)
+    return xp.zeros_like(param)
 
 
 def init_adamp(param: Array, *, xp: Any = None) -> AdamPState:

@@ -8,6 +8,7 @@ either per tensor or over a whole group at once through the foreach namespace.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -299,6 +300,11 @@ class _ProjectedOptimizer(Optimizer):
         for i, p in enumerate(ps):
             self._projections[p] = adamp_core.Projection(*(f[i] for f in fields))
 
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        """The core's fresh state (zeros in ``p``'s layout, step 0), keyed as the official
+        optimizer keys it."""
+        state.update(zip(self._state_keys, self._init(p, xp=self._elements), strict=True))
+
     def _core_state(self, states: list[dict[str, Any]], wrap: Callable[[list[Any]], Any]) -> Any:
         kind = adamp_core.AdamPState if self._state_keys[0] == "step" else adamp_core.SGDPState
         return kind(*(wrap([s[k] for s in states]) for k in self._state_keys))
@@ -342,9 +348,9 @@ class _ProjectedOptimizer(Optimizer):
             fan = p[0].numel() if p.ndim >= 2 and p.numel() else 0
             sizes = {adamp_core.CHANNEL: fan, adamp_core.LAYER: p.numel()}
             size = sizes.get(int(branch), p.numel() if fan else 0)
-            threshold = float(group["delta"]) / size**0.5 if size else float("nan")
+            bound = adamp_core.radial.threshold(float(group["delta"]), size) if size else math.nan
             out.append(
-                ProjectionInfo(name, tuple(p.shape), _BRANCH_NAMES[int(branch)], cosine, threshold)
+                ProjectionInfo(name, tuple(p.shape), _BRANCH_NAMES[int(branch)], cosine, bound)
             )
         return out
 
@@ -421,10 +427,7 @@ class AdamP(_ProjectedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=step_dtype(p.dtype, torch), device=p.device)
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    _init = staticmethod(adamp_core.state.init_adamp)
 
     @staticmethod
     def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
@@ -503,8 +506,7 @@ class SGDP(_ProjectedOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
-        state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    _init = staticmethod(adamp_core.state.init_sgdp)
 
     @staticmethod
     def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
