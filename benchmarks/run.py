@@ -29,6 +29,8 @@ from pathlib import Path
 from shapes import WORKLOADS, count
 from timing import UNSTABLE_SPREAD, Result, copy_bandwidth, measure, table
 
+STARTED = time.perf_counter()
+
 #: Bytes per parameter an update must move at least: AdamW reads p, g, m, v and writes p, m, v
 #: (7 x 4 bytes); AdamP also reads the weight a second time for the projection's reductions.
 FLOOR_BYTES = {"AdamW": 28, "AdamP": 32, "SGD": 20, "SGDP": 24}
@@ -39,6 +41,10 @@ NOT_MEASURED = {
 }
 
 
+#: ``--quick`` times rounds while they end within this many seconds of the start; the report
+#: and the chart take a few more.
+QUICK_SECONDS = 105
+
 #: Workloads up to this many parameters are timed with every suite in the same rounds, so that
 #: a slow minute on a shared machine weighs on all suites alike; all suites' arrays are then
 #: alive at once: about 90 parameter-sized float32 arrays, 9 GB for ResNet-50 (25.6M), 31 GB
@@ -46,19 +52,27 @@ NOT_MEASURED = {
 TOGETHER_MAX_PARAMS = 40_000_000
 
 
-def _measure(suites: list[tuple[str, object]], workload: str, rounds: int) -> list[list[Result]]:
+def _measure(
+    suites: list[tuple[str, object]],
+    workload: str,
+    rounds: int,
+    memory: bool,
+    until: float | None = None,
+) -> list[list[Result]]:
     """Set up every suite on ``workload`` (compiled, first steps taken), then time them all in
-    the same interleaved rounds."""
+    the same interleaved rounds, at least ``rounds`` and more while they fit before ``until``
+    (and, with ``memory``, measure peak memory after)."""
     benches = []
     for framework, suite in suites:
         started = time.perf_counter()
-        benches.append(suite.prepare(workload))
+        benches.append(suite.prepare(workload, memory))
         took = time.perf_counter() - started
         print(f"({framework} {workload}: set up in {took:.0f} s)", file=sys.stderr)
     started = time.perf_counter()
-    measured = measure(benches, rounds, label=workload)
+    measured = measure(benches, rounds, label=workload, until=until)
     took = time.perf_counter() - started
-    print(f"({workload}: {rounds} rounds in {took:.0f} s)", file=sys.stderr)
+    done = measured[0][0].rounds
+    print(f"({workload}: {done} rounds in {took:.0f} s)", file=sys.stderr)
     return measured
 
 
@@ -113,7 +127,10 @@ def _cell(r: Result) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="ResNet-50 only, 12 rounds: under 2 minutes on 2 cores"
+        "--quick",
+        action="store_true",
+        help="ResNet-50 only, no memory column; at least 10 rounds, more while the run stays "
+        f"under {QUICK_SECONDS} s (2 minutes on 2 cores with the report)",
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
@@ -123,7 +140,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     workloads = ["resnet50"] if args.quick else list(WORKLOADS)
-    rounds = 12 if args.quick else args.rounds
+    rounds = 10 if args.quick else args.rounds
+    until = STARTED + QUICK_SECONDS if args.quick else None
 
     bandwidth = copy_bandwidth()
     results: dict[str, dict[str, dict[str, Result]]] = {}  # framework -> name -> workload
@@ -131,16 +149,23 @@ def main() -> None:
     for workload in workloads:
         together = count(WORKLOADS[workload]()) <= TOGETHER_MAX_PARAMS
         for batch in [suites] if together else [[s] for s in suites]:
-            for (framework, _), rows in zip(batch, _measure(batch, workload, rounds)):
+            for (framework, _), rows in zip(
+                batch, _measure(batch, workload, rounds, not args.quick, until)
+            ):
                 for r in rows:
                     results.setdefault(framework, {}).setdefault(r.name, {})[workload] = r
 
     env = environment()
+    counts = sorted(
+        {r.rounds for rows in results.values() for by in rows.values() for r in by.values()}
+    )
+    rounds_text = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     parts = [
         f"Median step time and its ratio to the framework's plain AdamW/SGD, measured "
-        f"interleaved ({_how_timed(workloads)}): the median of the per-round ratios, with their interquartile range in "
-        f"parentheses; a row whose range is wider than {UNSTABLE_SPREAD:.0%} of its ratio is "
-        f"marked unstable. float32, {rounds} rounds; {env}.",
+        f"interleaved ({_how_timed(workloads)}): the median of the per-round ratios, with their "
+        f"interquartile range in parentheses; a row whose range is wider than "
+        f"{UNSTABLE_SPREAD:.0%} of its ratio is marked unstable. float32, {rounds_text} rounds; "
+        f"{env}.",
     ]
     for framework, rows in results.items():
         parts += ["", section(framework.lower(), framework_table(framework, rows, workloads))]
@@ -170,7 +195,7 @@ def main() -> None:
     if args.compare:
         print("\n" + agreement(json.loads(Path(args.compare).read_text()), measured))
     flat = {f"{fw}: {name}": by for fw, rows in results.items() for name, by in rows.items()}
-    _chart(flat, workloads, args.chart, f"{rounds} rounds; {env}".replace("; ", "\n"))
+    _chart(flat, workloads, args.chart, f"{rounds_text} rounds; {env}".replace("; ", "\n"))
 
 
 def agreement(earlier: dict, now: dict) -> str:

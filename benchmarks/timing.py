@@ -57,6 +57,7 @@ class Result:
     memory_mb: float | None = None  #: peak extra memory of a step
     low: float = float("nan")
     high: float = float("nan")
+    rounds: int = 0  #: how many rounds the ratio is the median of
 
     @property
     def unstable(self) -> bool:
@@ -94,8 +95,11 @@ def interleaved_groups(
     rounds: int,
     warmup: int = 1,
     label: str = "",
+    until: float | None = None,
 ) -> list[dict[str, list[float]]]:
-    """Seconds per call of every function of every group, ``rounds`` samples each.
+    """Seconds per call of every function of every group, ``rounds`` samples each, or more:
+    with ``until`` (a ``time.perf_counter()`` value) rounds go on while a round would still
+    end before it (judged by the rounds so far).
 
     Each round runs every group once, each group's functions back to back (an
     implementation and its reference a fraction of a second apart), the order of the groups
@@ -112,7 +116,10 @@ def interleaved_groups(
                 fn()
     bar.update(warmup)
     samples = [{n: [] for n in fns} for fns in groups]
-    for r in range(rounds):
+    started, r = time.perf_counter(), 0
+    while r < rounds or (until is not None and _next_round_fits(started, r, until)):
+        if r >= rounds:  # a round beyond the planned ones: the bar grows with it
+            bar.total = warmup + r + 1
         for g in _rotated(list(range(len(groups))), r):
             fns = groups[g]
             for name in _rotated(list(fns), r):
@@ -120,8 +127,14 @@ def interleaved_groups(
                 fns[name]()
                 samples[g][name].append(time.perf_counter() - t0)
         bar.update(1)
+        r += 1
     bar.close()
     return samples
+
+
+def _next_round_fits(started: float, done: int, until: float) -> bool:
+    now = time.perf_counter()
+    return now + (now - started) / max(done, 1) <= until
 
 
 def _rotated(items: list, r: int) -> list:
@@ -140,10 +153,16 @@ class Bench:
     memory: Callable[[], dict[str, float]] | None = None  #: peak extra MB, measured after
 
 
-def measure(benches: list[Bench], rounds: int, label: str = "") -> list[list[Result]]:
-    """Time all ``benches`` in the same interleaved rounds; print and return each one's
+def measure(
+    benches: list[Bench], rounds: int, label: str = "", until: float | None = None
+) -> list[list[Result]]:
+    """Time all ``benches`` in the same interleaved rounds (at least ``rounds``; more while
+    they fit before ``until``, see ``interleaved_groups``); print and return each one's
     results."""
-    samples = interleaved_groups([b.steps for b in benches], rounds=rounds, label=label)
+    samples = interleaved_groups(
+        [b.steps for b in benches], rounds=rounds, label=label, until=until
+    )
+    rounds = len(next(iter(samples[0].values())))
     out = []
     for bench, by_name in zip(benches, samples):
         memory = bench.memory() if bench.memory else None
@@ -154,6 +173,8 @@ def measure(benches: list[Bench], rounds: int, label: str = "") -> list[list[Res
 
 
 class _NoBar:
+    total = 0  # a bar's total, set and ignored
+
     def update(self, n: int) -> None:
         pass
 
@@ -226,6 +247,7 @@ def summarize(
                 (memory or {}).get(name),
                 low,
                 high,
+                len(per_round),
             )
         )
     return results

@@ -79,8 +79,9 @@ def run(workload: str, rounds: int) -> list[Result]:
     return measure([prepare(workload)], rounds, label=f"PyTorch {workload}")[0]
 
 
-def prepare(workload: str) -> Bench:
-    """Every candidate optimizer, built on ``workload`` and stepped once (its first step)."""
+def prepare(workload: str, memory: bool = True) -> Bench:
+    """Every candidate optimizer, built on ``workload`` and stepped once (its first step);
+    with ``memory``, the peak extra memory of a step is measured after the timing."""
     shapes = WORKLOADS[workload]()
     opts, first = {}, {}
     for i, (name, make) in enumerate(candidates(shapes).items()):
@@ -90,7 +91,7 @@ def prepare(workload: str) -> Bench:
         first[name] = time.perf_counter() - t0
         opts[name] = opt
 
-    def memory() -> dict[str, float]:
+    def peak_memory() -> dict[str, float]:
         out = {}
         for name, opt in opts.items():
             if "compile=True" in name:
@@ -108,7 +109,7 @@ def prepare(workload: str) -> Bench:
         {n: o.step for n, o in opts.items()},
         reference,
         first,
-        memory,
+        peak_memory if memory else None,
     )
 
 
