@@ -132,9 +132,19 @@ def main() -> None:
         help="ResNet-50 only, no memory column; at least 10 rounds, more while the run stays "
         f"under {QUICK_SECONDS} s (2 minutes on 2 cores with the report)",
     )
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.md")))
-    parser.add_argument("--chart", default=str(Path(__file__).with_name("results.png")))
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="rounds of the full run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).with_name("results.md")),
+        help="the Markdown table; the ratios go beside it as .json (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chart",
+        default=str(Path(__file__).with_name("results.png")),
+        help="the chart, where matplotlib is installed (default: %(default)s)",
+    )
     parser.add_argument(
         "--compare", metavar="JSON", help="an earlier run's JSON: report where the runs disagree"
     )
