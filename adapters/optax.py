@@ -240,7 +240,9 @@ def scale_by_adamp(
             new, s, proj = adamp_core.adamp_update(
                 p,
                 g,
-                adamp_core.AdamPState(computed_after(state.step, previous and previous.coef), m, v),
+                adamp_core.AdamPState(
+                    computed_after(state.step, None if previous is None else previous.coef), m, v
+                ),
                 lr=1.0,
                 beta1=b1,
                 beta2=b2,

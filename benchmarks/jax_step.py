@@ -75,9 +75,8 @@ def run(workload: str, rounds: int) -> list[Result]:
     return measure([prepare(workload)], rounds, label=f"JAX {workload}")[0]
 
 
-def prepare(workload: str, memory: bool = True) -> Bench:
-    """The four jitted steps, compiled on ``workload`` and run once (their first step);
-    ``memory`` is ignored (the suite measures time only)."""
+def prepare(workload: str) -> Bench:
+    """The four jitted steps, compiled on ``workload`` and run once (their first step)."""
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for s in shapes]

@@ -49,9 +49,8 @@ def run(workload: str, rounds: int) -> list[Result]:
     return measure([prepare(workload)], rounds, label=f"NumPy {workload}")[0]
 
 
-def prepare(workload: str, memory: bool = True) -> Bench:
-    """The in-place NumPy AdamW and SGD and adamp_core's steps, set up on ``workload``
-    (``memory`` is ignored: the suite measures time only)."""
+def prepare(workload: str) -> Bench:
+    """The in-place NumPy AdamW and SGD and adamp_core's steps, set up on ``workload``."""
     shapes = WORKLOADS[workload]()
     rng = np.random.default_rng(0)
     fresh = lambda: [rng.standard_normal(s).astype(np.float32) * 0.05 for s in shapes]  # noqa: E731

@@ -18,6 +18,7 @@ whether the two runs agree within their stated spread (their interquartile range
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -65,7 +66,8 @@ def _measure(
     benches = []
     for framework, suite in suites:
         started = time.perf_counter()
-        benches.append(suite.prepare(workload, memory))
+        bench = suite.prepare(workload)
+        benches.append(bench if memory else dataclasses.replace(bench, memory=None))
         took = time.perf_counter() - started
         print(f"({framework} {workload}: set up in {took:.0f} s)", file=sys.stderr)
     started = time.perf_counter()

@@ -69,26 +69,6 @@ class Result:
         return text + " unstable" if self.unstable else text
 
 
-def interleaved(
-    fns: dict[str, Callable[[], object]],
-    *,
-    rounds: int = 20,
-    warmup: int = 2,
-    sync: Callable[[object], None] | None = None,
-    label: str = "",
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``rounds`` samples each, after ``warmup`` calls.
-
-    The functions run once per round, in an order that rotates from round to round.
-    """
-    wrapped = fns if sync is None else {n: _synced(f, sync) for n, f in fns.items()}
-    return interleaved_groups([wrapped], rounds=rounds, warmup=warmup, label=label)[0]
-
-
-def _synced(fn: Callable[[], object], sync: Callable[[object], None]) -> Callable[[], None]:
-    return lambda: sync(fn())
-
-
 def interleaved_groups(
     groups: list[dict[str, Callable[[], object]]],
     *,
@@ -162,12 +142,11 @@ def measure(
     samples = interleaved_groups(
         [b.steps for b in benches], rounds=rounds, label=label, until=until
     )
-    rounds = len(next(iter(samples[0].values())))
     out = []
     for bench, by_name in zip(benches, samples):
         memory = bench.memory() if bench.memory else None
         results = summarize(by_name, bench.reference_of, bench.first, memory)
-        print_results(f"{bench.title}, median of {rounds} interleaved steps", results)
+        print_results(f"{bench.title}, median of {results[0].rounds} interleaved steps", results)
         out.append(results)
     return out
 

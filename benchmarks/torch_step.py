@@ -79,9 +79,9 @@ def run(workload: str, rounds: int) -> list[Result]:
     return measure([prepare(workload)], rounds, label=f"PyTorch {workload}")[0]
 
 
-def prepare(workload: str, memory: bool = True) -> Bench:
+def prepare(workload: str) -> Bench:
     """Every candidate optimizer, built on ``workload`` and stepped once (its first step);
-    with ``memory``, the peak extra memory of a step is measured after the timing."""
+    the peak extra memory of a step is measured after the timing (``Bench.memory``)."""
     shapes = WORKLOADS[workload]()
     opts, first = {}, {}
     for i, (name, make) in enumerate(candidates(shapes).items()):
@@ -109,7 +109,7 @@ def prepare(workload: str, memory: bool = True) -> Bench:
         {n: o.step for n, o in opts.items()},
         reference,
         first,
-        peak_memory if memory else None,
+        peak_memory,
     )
 
 

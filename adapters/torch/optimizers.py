@@ -63,9 +63,9 @@ def _chunks(
     if chunk_size is None:
         return [(params, grads)]
     chunks: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
-    total = chunk_size  # the current chunk's elements: full, so the first tensor starts one
+    total = 0  # elements in the last chunk
     for p, g in zip(params, grads, strict=True):
-        if total + p.numel() > chunk_size:
+        if not chunks or total + p.numel() > chunk_size:
             chunks.append(([], []))
             total = 0
         chunks[-1][0].append(p)

@@ -30,11 +30,26 @@ def test_a_wide_spread_is_flagged_not_reported_as_a_fact():
 @pytest.mark.parametrize("rounds", [1, 2, 7])
 def test_interleaved_gives_one_sample_per_round(rounds):
     calls = []
-    samples = timing.interleaved(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=rounds, warmup=1
+    samples = timing.interleaved_groups(
+        [{"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}], rounds=rounds, warmup=1
     )
-    assert {k: len(v) for k, v in samples.items()} == {"a": rounds, "b": rounds}
+    assert [{k: len(v) for k, v in s.items()} for s in samples] == [{"a": rounds, "b": rounds}]
     assert len(calls) == 2 * (rounds + 1)
+
+
+def test_rounds_go_on_while_they_fit_before_the_deadline(monkeypatch):
+    # a clock that only the step moves: each round takes exactly one second
+    clock = [100.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+
+    def step():
+        clock[0] += 1.0
+
+    samples = timing.interleaved_groups([{"a": step}], rounds=2, warmup=0, until=105.5)
+    # rounds 3, 4 and 5 still end by 105.5; a sixth would end at 106
+    assert samples[0]["a"] == [1.0] * 5
+    short = timing.interleaved_groups([{"a": step}], rounds=2, warmup=0, until=0.0)
+    assert len(short[0]["a"]) == 2  # at least ``rounds``, whatever the deadline
 
 
 def test_groups_share_rounds_and_each_group_runs_back_to_back():

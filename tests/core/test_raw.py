@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -338,7 +339,7 @@ def test_raw_step_on_arrays_spread_over_devices():
     """init and step on JAX arrays sharded over a 4x2 mesh of (host) devices: the state's
     0-d arrays and the projection's small ones are placed without a device of their own."""
     pytest.importorskip("jax")
-    env = {**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     out = subprocess.run(
         [sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True, env=env
     )
