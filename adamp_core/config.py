@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
@@ -73,8 +74,32 @@ def _store(config: Any, **values: Any) -> None:
         object.__setattr__(config, name, value)
 
 
+class _Config:
+    """What both configs offer adapters: the official argument names, and values keyed by
+    them turned into the update's keyword arguments."""
+
+    @classmethod
+    def official_names(cls) -> tuple[str, ...]:
+        """The hyperparameters the official optimizer takes, in its order (the fields before
+        the keyword-only ``channel_axis``): the keys of an adapter's param group."""
+        return tuple(f.name for f in dataclasses.fields(cls) if not f.kw_only)
+
+    def update_kwargs(self) -> dict[str, Any]:
+        """The hyperparameters as the update function takes them
+        ([`adamp_update`][adamp_core.adamp_update] splits ``betas`` into ``beta1`` and
+        ``beta2``)."""
+        return self.as_update_kwargs(dataclasses.asdict(self))
+
+    @staticmethod
+    def as_update_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values``, keyed as the config's fields (a param group, say), keyed as the update
+        function takes them. Not validated: the values pass as they are (0-d arrays stay
+        arrays)."""
+        return dict(values)
+
+
 @dataclass(frozen=True)
-class AdamPConfig:
+class AdamPConfig(_Config):
     """Hyperparameters of AdamP (Heo et al., ICLR 2021).
 
     Args:
@@ -130,16 +155,18 @@ class AdamPConfig:
             channel_axis=_channel_axis(self.channel_axis),
         )
 
-    def update_kwargs(self) -> dict[str, Any]:
-        """The hyperparameters as [`adamp_update`][adamp_core.adamp_update] takes them
-        (``betas`` split into ``beta1`` and ``beta2``)."""
-        kwargs = dataclasses.asdict(self)
+    @staticmethod
+    def as_update_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values``, keyed as the config's fields (a param group, say), keyed as
+        [`adamp_update`][adamp_core.adamp_update] takes them: ``betas`` split into ``beta1``
+        and ``beta2``. Not validated: the values pass as they are (0-d arrays stay arrays)."""
+        kwargs = dict(values)
         kwargs["beta1"], kwargs["beta2"] = kwargs.pop("betas")
         return kwargs
 
 
 @dataclass(frozen=True)
-class SGDPConfig:
+class SGDPConfig(_Config):
     """Hyperparameters of SGDP (Heo et al., ICLR 2021).
 
     Args:
@@ -184,7 +211,3 @@ class SGDPConfig:
         )
         if self.nesterov and (self.momentum <= 0.0 or self.dampening != 0.0):
             raise ValueError("nesterov requires momentum > 0 and dampening == 0")
-
-    def update_kwargs(self) -> dict[str, Any]:
-        """The hyperparameters as [`sgdp_update`][adamp_core.sgdp_update] takes them."""
-        return dataclasses.asdict(self)

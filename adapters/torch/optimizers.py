@@ -245,6 +245,12 @@ class _ProjectedOptimizer(Optimizer):
                     self._single_step(p, g, kwargs)
         return loss
 
+    def _hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The group's hyperparameters as the core's update takes them."""
+        values = {k: group[k] for k in self._config_keys}
+        kwargs = self._config_type.as_update_kwargs(values)
+        return {k: _hyperparameter(v) for k, v in kwargs.items()}
+
     def _single_step(self, p: torch.Tensor, g: torch.Tensor, kwargs: dict[str, Any]) -> None:
         state = self._core_state([self.state[p]], lambda ts: ts[0])
         _, _, proj = self._update(p, g, state, inplace=True, xp=self._elements, **kwargs)
@@ -393,7 +399,7 @@ class AdamP(_ProjectedOptimizer):
     """
 
     _config_type = adamp_core.AdamPConfig
-    _config_keys = ("lr", "betas", "eps", "weight_decay", "delta", "wd_ratio", "nesterov")
+    _config_keys = _config_type.official_names()
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(
@@ -428,21 +434,6 @@ class AdamP(_ProjectedOptimizer):
         super().__init__(params, defaults)
 
     _init = staticmethod(adamp_core.state.init_adamp)
-
-    @staticmethod
-    def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        values = dict(
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            delta=group["delta"],
-            wd_ratio=group["wd_ratio"],
-        )
-        return {**{k: _hyperparameter(v) for k, v in values.items()}, "nesterov": group["nesterov"]}
-
     _update = staticmethod(adamp_core.adamp_update)
 
 
@@ -461,16 +452,7 @@ class SGDP(_ProjectedOptimizer):
     """
 
     _config_type = adamp_core.SGDPConfig
-    _config_keys = (
-        "lr",
-        "momentum",
-        "dampening",
-        "weight_decay",
-        "nesterov",
-        "eps",
-        "delta",
-        "wd_ratio",
-    )
+    _config_keys = _config_type.official_names()
     _state_keys = ("momentum",)
 
     def __init__(
@@ -507,11 +489,4 @@ class SGDP(_ProjectedOptimizer):
         super().__init__(params, defaults)
 
     _init = staticmethod(adamp_core.state.init_sgdp)
-
-    @staticmethod
-    def _hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: group[k] if k == "nesterov" else _hyperparameter(group[k]) for k in SGDP._config_keys
-        }
-
     _update = staticmethod(adamp_core.sgdp_update)

@@ -153,6 +153,25 @@ def test_raw_step_turns_no_python_scalar_into_an_array(config, counting):
     assert counts["scalar conversions"] == 0, counts
 
 
+def test_raw_count_does_not_depend_on_how_the_state_was_made(counting, monkeypatch):
+    """Every array of the state is counted, also when ``init`` returns plain arrays (an
+    operation on the moments or the step count alone is still a kernel on CuPy)."""
+    import numpy as np
+
+    config = ac.AdamPConfig(weight_decay=1e-2)
+    counted = counting.count_raw_step(config, RESNET[:12])["ops"]
+    made_by_init = ac.init
+
+    def plain_init(params, config):
+        return [
+            type(s)(*(np.asarray(a).view(np.ndarray).copy() for a in s))
+            for s in made_by_init(params, config)
+        ]
+
+    monkeypatch.setattr(ac, "init", plain_init)
+    assert counting.count_raw_step(config, RESNET[:12])["ops"] == counted
+
+
 def test_the_memory_tracker_counts_what_is_alive_at_once():
     import torch
     from counting import peak_step_bytes

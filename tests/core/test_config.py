@@ -20,6 +20,7 @@ def test_signatures_match_official():
         mine = list(inspect.signature(ours).parameters.values())
         positional = [p for p in mine if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         assert [p.name for p in positional] == [p.name for p in official]
+        assert ours.official_names() == tuple(p.name for p in official)
         # our one addition is keyword-only, so official positional calls mean the same
         assert [p.name for p in mine if p not in positional] == ["channel_axis"]
         for a, b in zip(mine, official):
@@ -112,3 +113,25 @@ def test_numpy_scalars_and_one_element_arrays_are_numbers():
         ac.SGDPConfig(lr=torch.ones(2))
     with pytest.raises(ValueError, match="lr must be a real number"):
         ac.AdamPConfig(lr=torch.tensor(1e-3 + 1j))
+
+
+def test_update_kwargs_from_group_values_keep_arrays():
+    """A param group's values, keyed as the config's fields, reach the update as they are
+    (arrays stay arrays), with AdamP's betas split."""
+    lr = np.asarray(0.5)
+    values = dict(
+        lr=lr, betas=(0.8, 0.9), eps=1e-8, weight_decay=0.0, delta=0.1, wd_ratio=0.1, nesterov=False
+    )
+    kwargs = ac.AdamPConfig.as_update_kwargs(values)
+    assert kwargs["lr"] is lr and (kwargs["beta1"], kwargs["beta2"]) == (0.8, 0.9)
+    assert "betas" not in kwargs and "betas" in values  # the group is not modified
+    sgdp = ac.SGDPConfig(0.1, momentum=0.9)
+    assert ac.SGDPConfig.as_update_kwargs(dataclasses.asdict(sgdp)) == sgdp.update_kwargs()
+    update_names = set(inspect.signature(ac.adamp_update).parameters) - {
+        "param",
+        "grad",
+        "state",
+        "inplace",
+        "xp",
+    }
+    assert set(ac.AdamPConfig().update_kwargs()) == update_names
