@@ -26,10 +26,25 @@ def _rowdot(x1: jax.Array, x2: jax.Array, /, *, axis: int = -1) -> jax.Array:
     """The standard ``vecdot`` for real arrays as a fused multiply-reduce, which XLA on CPU
     runs faster than ``jnp.vecdot``'s ``dot_general`` on weight-sized rows.
 
+    On CPU, channels last, ``(fan, rows)``, are summed by groups of 8 rows first (as in
+    ``_column_dots_cpu``).
+
     Behind an optimization barrier: the core sums these row sums into layer sums, and XLA
     rewrites a sum of row sums into one sum over the whole weight, which re-reads it (and
     stores the product) instead of adding up a few numbers."""
-    return jax.lax.optimization_barrier(jnp.sum(x1 * x2, axis=axis))
+
+    def plain(x1: jax.Array, x2: jax.Array) -> jax.Array:
+        return jnp.sum(x1 * x2, axis=axis)
+
+    def by_groups(x1: jax.Array, x2: jax.Array) -> jax.Array:
+        fan, rows = x1.shape
+        return jnp.sum(jnp.sum((x1 * x2).reshape(fan // 8, 8, rows), axis=1), axis=0)
+
+    if axis == -2 and x1.ndim == 2 and x1.shape[0] % 8 == 0:
+        sums = jax.lax.platform_dependent(x1, x2, cpu=by_groups, default=plain)
+    else:
+        sums = plain(x1, x2)
+    return jax.lax.optimization_barrier(sums)
 
 
 def _skip_unless(pred: jax.Array, fn: Callable[[], jax.Array], placeholder: Callable) -> jax.Array:
@@ -77,6 +92,18 @@ def _row_dots_cpu(w: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax
     return tuple(jnp.sum(x, axis=(1, 2)) for x in lanes)
 
 
+def _column_dots_cpu(w: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The channels-last form of ``_row_dots_cpu``, for ``(fan, rows)``: each group of 8
+    consecutive rows of the view is added up in one variadic reduction over the middle axis
+    of ``(fan / 8, 8, rows)``, which vectorizes along the contiguous channels, leaving
+    ``(fan / 8, rows)`` partial sums for a small sum to finish."""
+    fan, rows = w.shape
+    w3, g3 = (x.reshape(fan // 8, 8, rows) for x in (w, g))
+    zero = jnp.zeros((), w.dtype)
+    parts = jax.lax.reduce((w3 * w3, g3 * g3, w3 * g3), (zero,) * 3, _add_pairs, (1,))
+    return tuple(jnp.sum(x, axis=0) for x in parts)
+
+
 def _row_dots_plain(
     w: jax.Array, g: jax.Array, axis: int = -1
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -86,8 +113,8 @@ def _row_dots_plain(
 def _row_dots(
     w: jax.Array, g: jax.Array, *, axis: int = -1, after: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] for ``(rows, fan)`` arrays, on
-    CPU in one pass.
+    """[`adamp_core.kernels.row_dots`][adamp_core.kernels.row_dots] on CPU in one pass, for
+    ``(rows, fan)`` arrays (``axis=-1``) and for channels last, ``(fan, rows)`` (``axis=-2``).
 
     Three ``jnp.sum`` are three kernels that read ``w`` twice and ``g`` twice: XLA CPU does
     not fuse sibling reductions, and runs each through its YNNPACK reduction, well below the
@@ -96,8 +123,9 @@ def _row_dots(
     it when the reduced axis is short and not the last: here each row is viewed as
     ``(fan / 8n, n, 8)`` and reduced over ``n``, leaving ``(rows, fan / 8n, 8)`` partial sums
     (3/n of the weight) that a small sum finishes (``benchmarks/jax_step.py`` measures it).
+    Channels last take ``_column_dots_cpu`` when the fan is a multiple of 8.
     Other backends fuse the three sums themselves and get them;
-    so do fans that are not a multiple of 64, and processes with several CPU devices, where
+    so do other fans, and processes with several CPU devices, where
     a weight may be sharded: XLA's SPMD partitioner gathers the operands of a variadic
     reduction over a sharded axis instead of reducing each shard.
 
@@ -105,11 +133,19 @@ def _row_dots(
     multiplies ``w`` by one inside the fused kernel, so costs no pass.
     ``axis``: -1 for ``(rows, fan)`` (the one-pass form's), -2 for ``(fan, rows)``.
     """
-    if axis != -1 or _inner_length(w.shape[1]) is None or len(jax.devices("cpu")) > 1:
+    if len(jax.devices("cpu")) > 1:
+        return _row_dots_plain(w, g, axis)
+    if axis == -1 and _inner_length(w.shape[1]) is not None:
+        one_pass = _row_dots_cpu
+    elif axis == -2 and w.shape[0] % 8 == 0:
+        one_pass = _column_dots_cpu
+    else:
         return _row_dots_plain(w, g, axis)
     if after is not None:
         w = w * computed_after(jnp.ones((), w.dtype), after)
-    sums = jax.lax.platform_dependent(w, g, cpu=_row_dots_cpu, default=_row_dots_plain)
+    sums = jax.lax.platform_dependent(
+        w, g, cpu=one_pass, default=partial(_row_dots_plain, axis=axis)
+    )
     return jax.lax.optimization_barrier(sums)  # as in _rowdot
 
 

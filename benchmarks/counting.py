@@ -214,9 +214,7 @@ def count_raw_step(config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2
     params = [rng.standard_normal(s).astype(np.float32).view(Counted) for s in shapes]
     # every state array counted too, however init made it (an operation on uncounted arrays
     # alone would be missed)
-    state = [
-        type(s)(*(a.view(Counted) for a in s)) for s in adamp_core.init(params, config)
-    ]
+    state = [type(s)(*(a.view(Counted) for a in s)) for s in adamp_core.init(params, config)]
     compat.asarray = asarray
     try:
         for _ in range(steps):

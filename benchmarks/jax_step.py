@@ -4,6 +4,10 @@ interleaved with optax.adamw / optax.sgd(momentum=0.9) in the same process.
     python benchmarks/jax_step.py [--rounds 20] [--workload resnet50 vit_b16]
                                   [--no-donate] [--memory-scheduler] [--projected]
 
+Each optimizer runs on the PyTorch shapes (output channels first, ``channel_axis=0``) and on
+the same weights in Flax's layout (output channels last, the adapter's default), against
+optax on the same shapes: XLA's speed depends on the layout, for optax as for the adapter.
+
 Random gradients fail the scale-invariance test on every weight, so nothing is projected:
 the usual case for the linear weights of a transformer. --projected makes each gradient
 orthogonal to its weight, row by row, so that every weight of 2+ dimensions is projected (the
@@ -39,6 +43,8 @@ from adapters.optax import adamp, sgdp  # noqa: E402
 
 DONATE = True  # as a training step would: reuse the buffers (--no-donate to compare)
 PROJECTED = False  # --projected: gradients that make every weight take the channel branch
+#: The suffix of the rows on Flax-layout weights (output channels last, the adapter's default).
+FLAX = ", Flax layout"
 
 
 def _orthogonal(g: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -87,31 +93,41 @@ def prepare(workload: str) -> Bench:
     # With --projected the weights must stay orthogonal to the fixed gradients for all the
     # steps: a tiny learning rate (the same for all four; the work per step is unchanged).
     lr = 1e-6 if PROJECTED else 1.0
-    optimizers = {
-        "optax.adamw": optax.adamw(lr * 1e-3, weight_decay=1e-2),
-        "adapters.optax.adamp": adamp(lr * 1e-3, weight_decay=1e-2, channel_axis=0),
-        "optax.sgd momentum": optax.chain(
-            optax.add_decayed_weights(1e-4), optax.sgd(lr * 0.1, momentum=0.9)
-        ),
-        "adapters.optax.sgdp": sgdp(lr * 0.1, momentum=0.9, weight_decay=1e-4, channel_axis=0),
-    }
+    # Each optimizer twice: on the PyTorch shapes with channel_axis=0, and on the same weights
+    # in Flax's layout (dimensions reversed: output channels last) with the adapter's
+    # default, channel_axis="last", each against optax on the same shapes.
+    flax = [jnp.transpose(p) for p in params], [jnp.transpose(g) for g in grads]
+    optimizers = {}
+    for suffix, axis in (("", 0), (FLAX, "last")):
+        optimizers |= {
+            f"optax.adamw{suffix}": optax.adamw(lr * 1e-3, weight_decay=1e-2),
+            f"adapters.optax.adamp{suffix}": adamp(lr * 1e-3, weight_decay=1e-2, channel_axis=axis),
+            f"optax.sgd momentum{suffix}": optax.chain(
+                optax.add_decayed_weights(1e-4), optax.sgd(lr * 0.1, momentum=0.9)
+            ),
+            f"adapters.optax.sgdp{suffix}": sgdp(
+                lr * 0.1, momentum=0.9, weight_decay=1e-4, channel_axis=axis
+            ),
+        }
     runs, first, boxes = {}, {}, {}
     for name, opt in optimizers.items():
-        step, state = _stepper(opt, params)
-        box = boxes[name] = {"p": [p + 0 for p in params], "s": state}
+        p0, g0 = flax if name.endswith(FLAX) else (params, grads)
+        step, state = _stepper(opt, p0)
+        box = boxes[name] = {"p": [p + 0 for p in p0], "s": state}
         t0 = time.perf_counter()
-        box["p"], box["s"] = step(box["p"], box["s"], grads)
+        box["p"], box["s"] = step(box["p"], box["s"], g0)
         jax.block_until_ready(box["p"])
         first[name] = time.perf_counter() - t0
 
-        def call(step=step, box=box):
-            box["p"], box["s"] = step(box["p"], box["s"], grads)
+        def call(step=step, box=box, g0=g0):
+            box["p"], box["s"] = step(box["p"], box["s"], g0)
             jax.block_until_ready(box["p"])
 
         runs[name] = call
 
     def reference(name: str) -> str:
-        return "optax.sgd momentum" if "sg" in name else "optax.adamw"
+        base = "optax.sgd momentum" if "sg" in name else "optax.adamw"
+        return base + FLAX if name.endswith(FLAX) else base
 
     flags = os.environ.get("XLA_FLAGS", "")
     projected, weights = _projected(boxes["adapters.optax.adamp"]["p"], grads)

@@ -174,22 +174,38 @@ def test_state_is_arrays_and_jit_traces_once():
     assert float(state[0].step) == 5.0
 
 
-@pytest.mark.parametrize("fan", [64, 96, 192, 768, 2048, 3072, 72, 1000])
+@pytest.mark.parametrize("fan", [64, 96, 192, 768, 2048, 3072, 72, 1000, 8, 12])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_row_dots_are_the_three_row_sums(fan, dtype):
-    """The CPU kernel (one variadic reduction, for fans that are multiples of 64; the plain
-    sums otherwise) against float64 NumPy, with and without an ``after``."""
+@pytest.mark.parametrize("axis", [-1, -2], ids=["rows", "columns"])
+def test_row_dots_are_the_three_row_sums(fan, dtype, axis):
+    """The CPU kernels (one variadic reduction: for rows, fans that are multiples of 64; for
+    columns, of 8; the plain sums otherwise) against float64 NumPy, with and without an
+    ``after``."""
     rng = np.random.default_rng(fan)
     w, g = (rng.standard_normal((5, fan)).astype(dtype) for _ in range(2))
     expected = [np.einsum("ij,ij->i", a.astype(np.float64), b) for a, b in ((w, w), (g, g), (w, g))]
+    if axis == -2:  # the same rows, as the columns of a channels-last view
+        w, g = w.T.copy(), g.T.copy()
     rtol = 1e-5 if dtype == "float32" else 1e-13
     for after in (None, jnp.asarray([jnp.nan])):
-        got = jax.jit(functools.partial(_xla._row_dots, after=after))(
+        got = jax.jit(functools.partial(_xla._row_dots, axis=axis, after=after))(
             jnp.asarray(w), jnp.asarray(g)
         )
         for a, b in zip(got, expected):
             assert a.dtype == dtype and a.shape == (5,)
             np.testing.assert_allclose(np.asarray(a), b, rtol=rtol, atol=rtol * np.sqrt(fan))
+
+
+@pytest.mark.parametrize("fan", [8, 64, 12])
+def test_vecdot_sums_the_channels_of_either_layout(fan):
+    """``vecdot`` of the Optax namespace, by rows (axis -1) and by columns (axis -2, summed in
+    groups of 8 when the fan allows) against float64 NumPy."""
+    rng = np.random.default_rng(fan)
+    x, y = (rng.standard_normal((5, fan)) for _ in range(2))
+    expected = np.einsum("ij,ij->i", x, y)
+    for axis, a, b in ((-1, x, y), (-2, x.T.copy(), y.T.copy())):
+        got = jax.jit(functools.partial(_xla.xp.vecdot, axis=axis))(jnp.asarray(a), jnp.asarray(b))
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_a_nan_stays_in_its_leaf():
