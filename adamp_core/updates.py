@@ -346,7 +346,7 @@ def adamp_update(
         step = state.step
         step += 1
     else:
-        step = xp.asarray(state.step + 1)  # NumPy would return a scalar, not a 0-d array
+        step = xp.asarray(state.step + 1)  # a 0-d array: 0-d arithmetic may give a scalar
     hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
     g = view(grad)
     exp_avg, exp_avg_sq, d = adam_step(

@@ -32,6 +32,11 @@ OPTIMIZERS = {
     "sgdp nesterov": lambda: sgdp(0.1, momentum=0.9, nesterov=True, channel_axis=0),
 }
 
+LAST = {
+    "adamp": lambda: adamp(1e-3, weight_decay=1e-2),
+    "sgdp": lambda: sgdp(0.1, momentum=0.9),
+}
+
 
 def _compiled_step(opt, params):
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -85,13 +90,16 @@ def _weight_reductions(text: str, shape: tuple[int, ...]) -> int:
 
 
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
-def test_row_sums_are_one_kernel(kind):
+@pytest.mark.parametrize("channels", ["first", "last"])
+def test_row_sums_are_one_kernel(kind, channels):
     """``<w,w>``, ``<g,g>`` and ``<w,g>`` of a linear weight come from one kernel that reads
     the weight and its gradient once: the only reduction of weight-sized arrays in the step
-    (``<w,u>`` is in the ``lax.cond`` branch). Three plain sums would be three."""
-    shape = (64, 128)
+    (``<w,u>`` is in the ``lax.cond`` branch). Three plain sums would be three. Channels
+    last (Flax's layout) as channels first."""
+    shape = (64, 128) if channels == "first" else (128, 64)
+    opt = OPTIMIZERS[kind]() if channels == "first" else LAST[kind]()
     params = {"w": jnp.zeros(shape, jnp.float32)}
-    assert _weight_reductions(_compiled_step(OPTIMIZERS[kind](), params).as_text(), shape) == 1
+    assert _weight_reductions(_compiled_step(opt, params).as_text(), shape) == 1
 
 
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
