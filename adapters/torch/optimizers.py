@@ -79,6 +79,7 @@ class _ProjectedOptimizer(Optimizer):
 
     _config_type: type
     _config_keys: tuple[str, ...]
+    _state_type: type  #: the core's state of one parameter; its fields are the state's keys
     _state_keys: tuple[str, ...]
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
@@ -312,8 +313,7 @@ class _ProjectedOptimizer(Optimizer):
         state.update(zip(self._state_keys, self._init(p, xp=self._elements), strict=True))
 
     def _core_state(self, states: list[dict[str, Any]], wrap: Callable[[list[Any]], Any]) -> Any:
-        kind = adamp_core.AdamPState if self._state_keys[0] == "step" else adamp_core.SGDPState
-        return kind(*(wrap([s[k] for s in states]) for k in self._state_keys))
+        return self._state_type(*(wrap([s[k] for s in states]) for k in self._state_keys))
 
     def projection_info(
         self, names: dict[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | None = None
@@ -400,7 +400,8 @@ class AdamP(_ProjectedOptimizer):
 
     _config_type = adamp_core.AdamPConfig
     _config_keys = _config_type.official_names()
-    _state_keys = ("step", "exp_avg", "exp_avg_sq")
+    _state_type = adamp_core.AdamPState
+    _state_keys = _state_type._fields
 
     def __init__(
         self,
@@ -453,7 +454,8 @@ class SGDP(_ProjectedOptimizer):
 
     _config_type = adamp_core.SGDPConfig
     _config_keys = _config_type.official_names()
-    _state_keys = ("momentum",)
+    _state_type = adamp_core.SGDPState
+    _state_keys = _state_type._fields
 
     def __init__(
         self,
