@@ -147,12 +147,21 @@ class _Counter(TorchDispatchMode):
         return out
 
 
-def count_torch_step(make_optimizer, shapes: list[tuple[int, ...]], *, warmup: int = 1) -> Counts:
+def count_torch_step(
+    make_optimizer, shapes: list[tuple[int, ...]], *, warmup: int = 1, channels_last: bool = False
+) -> Counts:
     """Counts of one ``step()`` (after ``warmup`` steps) of ``make_optimizer(params)`` on fake
-    CUDA parameters of ``shapes`` with gradients set."""
+    CUDA parameters of ``shapes`` with gradients set; with ``channels_last``, the 4-D ones in
+    that memory format (as GPU training of conv nets often keeps them)."""
     counts = Counts()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     with FakeTensorMode(allow_non_fake_inputs=True):
-        params = [torch.nn.Parameter(torch.empty(s, device="cuda")) for s in shapes]
+        params = [
+            torch.nn.Parameter(
+                torch.empty(s, device="cuda", memory_format=fmt if len(s) == 4 else None)
+            )
+            for s in shapes
+        ]
         for p in params:
             p.grad = torch.empty_like(p)
         opt = make_optimizer(params)

@@ -32,10 +32,20 @@ TORCH_ROWS = {
 }
 
 
+#: Rows counted again with the conv weights in channels_last (ResNet-50 has 4-D weights).
+CHANNELS_LAST_ROWS = ("torch.optim.AdamW(foreach=True)", "ours AdamP, CUDA default (foreach)")
+
+
 def _torch_rows(workload: str) -> list[str]:
     rows = []
-    for name, make in TORCH_ROWS.items():
-        c = count_torch_step(make, WORKLOADS[workload]())
+    shapes = WORKLOADS[workload]()
+    runs = [(name, make, False) for name, make in TORCH_ROWS.items()]
+    if any(len(s) == 4 for s in shapes):
+        runs += [
+            (f"{n}, channels_last conv weights", TORCH_ROWS[n], True) for n in CHANNELS_LAST_ROWS
+        ]
+    for name, make, channels_last in runs:
+        c = count_torch_step(make, shapes, channels_last=channels_last)
         rows.append(
             f"| {name} | {c.launches:,} | {c.syncs} | {c.copies} | {c.estimate_ms:.2f} ms |"
         )

@@ -14,6 +14,7 @@ the layout of a list (which rows belong to which tensor) is built once per list 
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -25,6 +26,21 @@ from adamp_core.namespace import compute_dtype
 from adamp_core.radial import branch, decay_ratio, decide, radial_coefficients
 
 __all__ = ["Layout", "Packed", "projection"]
+
+
+def _row_blocked_strides(t: torch.Tensor) -> tuple[int, ...]:
+    """``t``'s strides if each of its rows (``t[i]``) is one contiguous block of memory and
+    rows follow one another (contiguous, channels_last, channels_last_3d), else the
+    contiguous strides."""
+    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.stride()
+    if t.ndim == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return t.stride()
+    strides, step = [], 1
+    for n in reversed(t.shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
 
 
 class Layout:
@@ -41,6 +57,10 @@ class Layout:
         self.rows = [s[0] if t else 1 for s, t in zip(shapes, self.tested_list, strict=True)]
         self.numels = [math.prod(s) for s in shapes]
         self.shapes = shapes
+        #: each tensor's strides, when its rows are contiguous blocks (channels_last too):
+        #: buffers of the list are viewed with them, so that multi-tensor kernels pair them
+        #: with the tensors element for element (the same layout keeps one kernel per list)
+        self.strides = [_row_blocked_strides(t) for t in tensors]
         self.width = max(self.rows)  # rows of the padded (weights, rows) arrays
         fans = [n // r for n, r in zip(self.numels, self.rows, strict=True)]
         device = tensors[0].device
@@ -119,7 +139,15 @@ class Layout:
     def scratch(self, like: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """A new buffer of the list's total size, and its views shaped as the tensors."""
         flat = torch.empty(self.total, dtype=like.dtype, device=like.device)
-        return flat, [t.view(s) for t, s in zip(torch.split(flat, self.numels), self.shapes)]
+        return flat, self.views(flat, [0, *itertools.accumulate(self.numels)][:-1])
+
+    def views(self, flat: torch.Tensor, offsets: list[int]) -> list[torch.Tensor]:
+        """Views of ``flat`` shaped and strided as the tensors, the ``i``-th at ``offsets[i]``.
+        A row is a contiguous block of ``flat`` whatever the tensor's layout."""
+        return [
+            flat.as_strided(shape, stride, flat.storage_offset() + offset)
+            for shape, stride, offset in zip(self.shapes, self.strides, offsets, strict=True)
+        ]
 
     def channel_sums(
         self,
@@ -207,10 +235,7 @@ class Packed:
                 rest, layout.rest_row_lengths, output_size=layout.rest_total
             )
             torch.mul(repeated, 1, out=flat.narrow(0, layout.rest_start, layout.rest_total))
-        return [
-            flat.narrow(0, o, n).view(s)
-            for o, n, s in zip(layout.offsets, layout.numels, layout.shapes, strict=True)
-        ]
+        return layout.views(flat, layout.offsets)
 
     @property
     def tensors(self) -> list[torch.Tensor]:

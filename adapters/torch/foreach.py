@@ -189,7 +189,7 @@ class ForeachNamespace:
         batched = first.device.type in self.batched_devices
         if not batched or channel_axis != 0 or not all(plain(t) for t in param.tensors):
             return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
-        key = (param.shape, first.dtype, first.device)
+        key = (param.shape, tuple(t.stride() for t in param.tensors), first.dtype, first.device)
         layout = self._layouts.get(key)
         if layout is None:
             dtype = adamp_core.namespace.compute_dtype(first.dtype, torch)

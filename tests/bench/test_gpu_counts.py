@@ -94,6 +94,25 @@ def test_torch_cuda_default_step_launches_at_most_max_launches_kernels(counting,
     assert counts.launches <= MAX_LAUNCHES, (counts.launches, counts.ops.most_common(12))
 
 
+@pytest.mark.parametrize("kind", ["AdamP", "SGDP"])
+def test_channels_last_conv_weights_launch_as_few_kernels(counting, kind):
+    """Conv weights in channels_last take the multi-tensor kernels' fast path too: the
+    batched projection's buffers are viewed with the weights' strides (with contiguous ones,
+    each multi-tensor kernel ran once per tensor). The
+    contiguous step runs first, in the same process, as a second model would."""
+    from adapters import torch as ours
+
+    def make(params):
+        if kind == "AdamP":
+            return ours.AdamP(params, weight_decay=1e-2)
+        return ours.SGDP(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    contiguous = counting.count_torch_step(make, RESNET)
+    channels_last = counting.count_torch_step(make, RESNET, channels_last=True)
+    assert channels_last.launches == contiguous.launches, channels_last.ops.most_common(8)
+    assert (channels_last.syncs, channels_last.copies) == (0, 0)
+
+
 def test_the_official_package_syncs_once_per_weight(counting):
     """The counter on the official optimizer: its Python branches read each weight's cosine."""
     adamp = pytest.importorskip("adamp")

@@ -6,6 +6,7 @@ import copy
 import io
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -67,6 +68,38 @@ def foreach(request, monkeypatch):
 
         monkeypatch.setattr(module.namespace, "batched_devices", ("cpu", "cuda"))
     return request.param != "per-tensor"
+
+
+@pytest.mark.parametrize("cls", [AdamP, SGDP])
+def test_channels_last_weights_step_as_contiguous_ones(cls, foreach):
+    """Conv weights in channels_last (as GPU training often keeps them) take the same steps
+    as contiguous ones, on every path (the batched projection views its buffers with the
+    weights' strides), and stay channels_last. Up to the order of summation in a row."""
+    shapes = [(6, 3, 3, 3), (6,), (8, 6, 1, 1), (4, 8), (5, 4, 2, 2)]
+    rng = np.random.default_rng(0)
+    values = [torch.from_numpy(rng.standard_normal(s)) for s in shapes]
+    grads = [[torch.from_numpy(rng.standard_normal(s)) for s in shapes] for _ in range(3)]
+
+    def run(channels_last: bool) -> list[torch.Tensor]:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        params = [
+            torch.nn.Parameter(v.clone().to(memory_format=fmt) if v.ndim == 4 else v.clone())
+            for v in values
+        ]
+        opt = cls(params, lr=0.1, weight_decay=1e-2, foreach=foreach)
+        for step in grads:
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone().to(memory_format=fmt) if g.ndim == 4 else g.clone()
+            opt.step()
+        for p in params:
+            if channels_last and p.ndim == 4:
+                assert p.is_contiguous(memory_format=torch.channels_last)
+                for buf in opt.state[p].values():
+                    assert buf.ndim == 0 or buf.is_contiguous(memory_format=torch.channels_last)
+        return [p.detach() for p in params]
+
+    for a, b in zip(run(False), run(True), strict=True):  # contiguous first: a shared cache
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize(("ours", "theirs", "options"), CASES, ids=IDS)
