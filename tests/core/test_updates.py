@@ -81,25 +81,24 @@ def test_apply_update_decays_then_steps_along_the_projected_update():
     np.testing.assert_allclose(plain, [[0.9, 1.9]], rtol=1e-15)  # coef None: u as given
 
 
+#: AdamP's hyperparameters in the examples below (eps 0: the numbers stay round)
+ADAMP = dict(
+    lr=0.1,
+    beta1=0.9,
+    beta2=0.999,
+    eps=0.0,
+    weight_decay=0.5,
+    delta=0.1,
+    wd_ratio=0.1,
+    nesterov=False,
+)
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_adamp_update_of_a_bias(inplace):
     w, g = np.array([1.0, 2.0]), np.array([0.5, -4.0])
     state = ac.init(w, ac.AdamPConfig())
-    new, state, proj = ac.adamp_update(
-        w,
-        g,
-        state,
-        lr=0.1,
-        beta1=0.9,
-        beta2=0.999,
-        eps=0.0,
-        weight_decay=0.5,
-        delta=0.1,
-        wd_ratio=0.1,
-        nesterov=False,
-        inplace=inplace,
-        xp=xp,
-    )
+    new, state, proj = ac.adamp_update(w, g, state, **ADAMP, inplace=inplace, xp=xp)
     # 1-D: never projected, decay ratio 1: w (1 - lr wd) - lr sign(g) on the first step
     np.testing.assert_allclose(new, [1.0 * 0.95 - 0.1, 2.0 * 0.95 + 0.1], rtol=1e-14)
     assert (int(proj.branch), float(proj.ratio), float(state.step)) == (ac.NONE, 1.0, 1.0)
@@ -111,20 +110,8 @@ def test_adamp_update_of_a_scale_invariant_weight():
     g = np.array([[1.0, -1.0], [-1.0, 1.0]])  # each row orthogonal to w's: the channel view
     m0 = np.array([[2.0, 2.0], [0.0, 0.0]])  # momentum along w in row 0
     state = ac.AdamPState(np.asarray(0.0), m0, np.ones((2, 2)))
-    new, _, proj = ac.adamp_update(
-        w,
-        g,
-        state,
-        lr=0.1,
-        beta1=0.5,
-        beta2=0.0,
-        eps=0.0,
-        weight_decay=0.5,
-        delta=0.1,
-        wd_ratio=0.2,
-        nesterov=False,
-        xp=xp,
-    )
+    hyper = {**ADAMP, "beta1": 0.5, "beta2": 0.0, "wd_ratio": 0.2}
+    new, _, proj = ac.adamp_update(w, g, state, **hyper, xp=xp)
     # t = 1, bias corrections 0.5 and 1; m = 0.5 m0 + 0.5 g = [[1.5, 0.5], [-0.5, 0.5]],
     # v = g^2 = 1: d = 0.1 / 0.5 * m = [[0.3, 0.1], [-0.1, 0.1]].
     # coef_i = <w_i, d_i> / |w_i|^2 = 0.4 / 2, 0 / 2: d' = d - coef w = [[0.1, -0.1], [-0.1, 0.1]]
@@ -134,24 +121,24 @@ def test_adamp_update_of_a_scale_invariant_weight():
     np.testing.assert_allclose(proj.coef, [[0.2], [0.0]], atol=1e-16)
 
 
+#: SGDP's hyperparameters in the examples below
+SGDP = dict(
+    lr=0.1,
+    momentum=0.5,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    eps=0.0,
+    delta=0.1,
+    wd_ratio=0.1,
+)
+
+
 def test_sgdp_update_carries_the_projected_buffer():
     w = np.array([[1.0, 0.0], [0.0, 1.0]])
     g = np.array([[0.0, 1.0], [1.0, 0.0]])  # channel view
     state = ac.SGDPState(np.array([[2.0, 0.0], [0.0, 0.0]]))  # radial in row 0
-    new, state, proj = ac.sgdp_update(
-        w,
-        g,
-        state,
-        lr=0.1,
-        momentum=0.5,
-        dampening=0.0,
-        weight_decay=0.0,
-        nesterov=False,
-        eps=0.0,
-        delta=0.1,
-        wd_ratio=0.1,
-        xp=xp,
-    )
+    new, state, proj = ac.sgdp_update(w, g, state, **SGDP, xp=xp)
     # buf = 0.5 [[2, 0], [0, 0]] + g = [[1, 1], [1, 0]]; row coefs <w_i, buf_i> = 1, 0;
     # projected buf = [[0, 1], [1, 0]], kept as the state; w' = w - 0.1 buf
     np.testing.assert_allclose(state.momentum, [[0.0, 1.0], [1.0, 0.0]], rtol=1e-15)
@@ -161,18 +148,6 @@ def test_sgdp_update_carries_the_projected_buffer():
 
 def test_sgdp_decay_is_divided_by_one_minus_momentum():
     w, g = np.array([2.0]), np.array([0.0])
-    new, _, _ = ac.sgdp_update(
-        w,
-        g,
-        ac.init(w, ac.SGDPConfig(0.1)),
-        lr=0.1,
-        momentum=0.5,
-        dampening=0.0,
-        weight_decay=0.5,
-        nesterov=False,
-        eps=1e-8,
-        delta=0.1,
-        wd_ratio=0.1,
-        xp=xp,
-    )
+    state = ac.init(w, ac.SGDPConfig(0.1))
+    new, _, _ = ac.sgdp_update(w, g, state, **{**SGDP, "weight_decay": 0.5}, xp=xp)
     np.testing.assert_allclose(new, [2.0 * (1 - 0.1 * 0.5 / 0.5)], rtol=1e-15)  # 1.8
