@@ -28,19 +28,16 @@ from adamp_core.radial import branch, decay_ratio, decide, radial_coefficients
 __all__ = ["Layout", "Packed", "projection"]
 
 
-def _row_blocked_strides(t: torch.Tensor) -> tuple[int, ...]:
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _row_blocked_strides(t: torch.Tensor) -> tuple[int, ...] | None:
     """``t``'s strides if each of its rows (``t[i]``) is one contiguous block of memory and
-    rows follow one another (contiguous, channels_last, channels_last_3d), else the
-    contiguous strides."""
-    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+    rows follow one another (contiguous, channels_last, channels_last_3d), else None."""
+    fmt = _CHANNELS_LAST.get(t.ndim)
+    if t.is_contiguous() or (fmt is not None and t.is_contiguous(memory_format=fmt)):
         return t.stride()
-    if t.ndim == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
-        return t.stride()
-    strides, step = [], 1
-    for n in reversed(t.shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
+    return None
 
 
 class Layout:
@@ -57,9 +54,9 @@ class Layout:
         self.rows = [s[0] if t else 1 for s, t in zip(shapes, self.tested_list, strict=True)]
         self.numels = [math.prod(s) for s in shapes]
         self.shapes = shapes
-        #: each tensor's strides, when its rows are contiguous blocks (channels_last too):
-        #: buffers of the list are viewed with them, so that multi-tensor kernels pair them
-        #: with the tensors element for element (the same layout keeps one kernel per list)
+        #: each tensor's strides when its rows are contiguous blocks (channels_last too), else
+        #: None: buffers of the list are viewed with them, so that multi-tensor kernels pair
+        #: them with the tensors element for element (one layout keeps one kernel per list)
         self.strides = [_row_blocked_strides(t) for t in tensors]
         self.width = max(self.rows)  # rows of the padded (weights, rows) arrays
         fans = [n // r for n, r in zip(self.numels, self.rows, strict=True)]
@@ -139,14 +136,16 @@ class Layout:
     def scratch(self, like: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """A new buffer of the list's total size, and its views shaped as the tensors."""
         flat = torch.empty(self.total, dtype=like.dtype, device=like.device)
-        return flat, self.views(flat, [0, *itertools.accumulate(self.numels)][:-1])
+        return flat, self.views(flat, list(itertools.accumulate(self.numels, initial=0)))
 
     def views(self, flat: torch.Tensor, offsets: list[int]) -> list[torch.Tensor]:
-        """Views of ``flat`` shaped and strided as the tensors, the ``i``-th at ``offsets[i]``.
-        A row is a contiguous block of ``flat`` whatever the tensor's layout."""
+        """Views of ``flat`` shaped as the tensors, the ``i``-th at ``offsets[i]``, with the
+        tensor's strides where its rows are contiguous blocks (a row is a contiguous block of
+        ``flat`` whatever the tensor's layout), else contiguous."""
+        chunks = (flat.narrow(0, o, n) for o, n in zip(offsets, self.numels))
         return [
-            flat.as_strided(shape, stride, flat.storage_offset() + offset)
-            for shape, stride, offset in zip(self.shapes, self.strides, offsets, strict=True)
+            chunk.view(shape) if stride is None else chunk.as_strided(shape, stride)
+            for chunk, shape, stride in zip(chunks, self.shapes, self.strides)
         ]
 
     def channel_sums(
