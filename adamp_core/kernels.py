@@ -1,7 +1,8 @@
 """Kernels with array-API definitions that a namespace may replace with faster ones.
 
 The core writes its in-place arithmetic (``inplace=True``), the projection's per-row sums
-([`row_dots`][adamp_core.kernels.row_dots]) and its conditional work
+([`row_dots`][adamp_core.kernels.row_dots], and over a list
+[`list_row_dots`][adamp_core.kernels.list_row_dots]) and its conditional work
 ([`skip_unless`][adamp_core.kernels.skip_unless]) through these few functions.
 Each is defined here with array-API operators; a namespace that has an attribute of the same
 name supplies its own version instead (an adapter may map the in-place ones to native
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "list_row_dots",
     "quotient_",
     "row_dots",
     "scale_add_",
@@ -25,7 +27,7 @@ __all__ = [
     "sub_product_",
 ]
 
-#: Every kernel name a namespace may supply: the six here, ``adam_step_``, a fused form of
+#: Every kernel name a namespace may supply: the seven here, ``adam_step_``, a fused form of
 #: [`adamp_core.updates.adam_step`][adamp_core.updates.adam_step], ``projection``, a form of
 #: [`adamp_core.projection`][adamp_core.projection] (e.g. over lists of arrays), both defined
 #: where their math is, and ``zeros_beside``, how small arrays are placed beside a weight
@@ -105,3 +107,17 @@ def quotient_(numerator: Array, denom: Array, *, xp: Any) -> Array:
     if fused is not None:
         return fused(numerator, denom)
     return numerator / denom
+
+
+def list_row_dots(xs: Any, ys: Any, rows: Any, *, xp: Any) -> Array:
+    """``<x_r, y_r>`` for every row ``r`` of a list of arrays, as one ``(rows,)`` array in list
+    order: the rows of ``rows`` (an [`adamp_core.batched.Rows`][adamp_core.batched.Rows]), an
+    untested array being one row of all its elements. Defined as a ``vecdot`` per array and
+    a concatenation; a namespace may compute the sums of the whole list in one pass."""
+    fused = _kernel(xp, "list_row_dots")
+    if fused is not None:
+        return fused(xs, ys, rows)
+    parts = []
+    for x, y, r in zip(xs, ys, rows.rows, strict=True):
+        parts.append(xp.vecdot(xp.reshape(x, (r, -1)), xp.reshape(y, (r, -1))))
+    return xp.concat(parts)

@@ -1,31 +1,23 @@
-"""The projection of a whole parameter list at once: a few kernels instead of dozens per weight.
+"""The batched projection's torch kernels: per-row sums of a whole list, and per-row values
+spread over it.
 
-The core decides a projection from per-channel sums
-([`adamp_core.radial.decide`][adamp_core.radial.decide],
-[`radial_coefficients`][adamp_core.radial.radial_coefficients]), written over the last axis so that
-a
-batch of weights, padded with zero sums, is decided by the same code in one pass. Here the
-sums of every tensor of a list come from three kernels each (a multi-tensor product, a
-concatenation, a segmented sum); the decisions are ``(weights, rows)`` arrays; and the
-per-channel results go back as ``Packed`` values that expand to the tensors' shapes
-only where they meet them (one ``repeat_interleave``). Nothing is read back to the host:
-the layout of a list (which rows belong to which tensor) is built once per list of shapes.
+[`adamp_core.batched.projection`][adamp_core.batched.projection] decides every weight of a
+list at once from per-channel sums. Here those sums come from three kernels per list (a
+multi-tensor product into one buffer, a segmented sum, ...), and the per-channel results
+go back as ``Packed`` values that expand to the tensors' shapes only where they meet them.
+Nothing is read back to the host: the layout of a list is built once per list of shapes.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
-import array_api_compat.torch as torch_xp
 import torch
 
-import adamp_core
-from adamp_core.namespace import compute_dtype
-from adamp_core.radial import branch, decay_ratio, decide, radial_coefficients
+import adamp_core.batched
 
-__all__ = ["Layout", "Packed", "projection"]
+__all__ = ["Layout", "Packed", "row_dots"]
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -40,45 +32,28 @@ def _row_blocked_strides(t: torch.Tensor) -> tuple[int, ...] | None:
     return None
 
 
-class Layout:
-    """Rows (output channels) of a list of tensors of one dtype and device.
-
-    A tensor with 2+ dimensions and elements is tested, its rows being its ``shape[0]``
-    slices; any other tensor is one untested row of all its elements. Index arrays live
-    on the tensors' device, made once (a host-to-device copy on the first step only).
-    """
+class Layout(adamp_core.batched.Rows):
+    """[`Rows`][adamp_core.batched.Rows] of a list of tensors, with what torch's kernels
+    need: each row's length, each tensor's strides, and how per-row values expand."""
 
     def __init__(self, tensors: list[torch.Tensor], dtype: torch.dtype) -> None:
-        shapes = [tuple(t.shape) for t in tensors]
-        self.tested_list = [len(s) >= 2 and math.prod(s) > 0 for s in shapes]
-        self.rows = [s[0] if t else 1 for s, t in zip(shapes, self.tested_list, strict=True)]
-        self.numels = [math.prod(s) for s in shapes]
-        self.shapes = shapes
+        super().__init__([tuple(t.shape) for t in tensors], like=tensors[0], dtype=dtype)
         #: each tensor's strides when its rows are contiguous blocks (channels_last too), else
         #: None: buffers of the list are viewed with them, so that multi-tensor kernels pair
         #: them with the tensors element for element (one layout keeps one kernel per list)
         self.strides = [_row_blocked_strides(t) for t in tensors]
-        self.width = max(self.rows)  # rows of the padded (weights, rows) arrays
-        fans = [n // r for n, r in zip(self.numels, self.rows, strict=True)]
         device = tensors[0].device
 
         def on_device(values: list[Any], kind: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=kind, device=device)
 
-        self.row_lengths = on_device(
-            [f for f, r in zip(fans, self.rows) for _ in range(r)], torch.int64
-        )
+        rows_fans = zip(self.rows, self.fans, strict=True)
+        self.row_lengths = on_device([f for r, f in rows_fans for _ in range(r)], torch.int64)
         self.row_weight = on_device(
             [i for i, r in enumerate(self.rows) for _ in range(r)], torch.int64
         )
-        self.padded_index = on_device(
-            [i * self.width + j for i, r in enumerate(self.rows) for j in range(r)], torch.int64
-        )
-        self.fan = on_device([max(f, 1) for f in fans], dtype)
-        self.size = on_device([max(n, 1) for n in self.numels], dtype)
-        self.tested = on_device(self.tested_list, torch.bool)
         self.total = sum(self.numels)
-        self._plan_expansion(fans, on_device)
+        self._plan_expansion(self.fans, on_device)
 
     def _plan_expansion(self, fans: list[int], on_device: Any) -> None:
         """How per-row values spread over the elements (``Packed.expand``) without an
@@ -148,21 +123,14 @@ class Layout:
             for chunk, shape, stride in zip(chunks, self.shapes, self.strides)
         ]
 
-    def channel_sums(
-        self,
-        xs: list[torch.Tensor],
-        ys: list[torch.Tensor],
-        scratch: tuple[torch.Tensor, list[torch.Tensor]],
-    ) -> torch.Tensor:
-        """``<x_i, y_i>`` for every row of every tensor, as ``(weights, width)`` padded with 0.
-        The products are written into ``scratch`` (from ``Layout.scratch``, reused by each
-        call), which one segmented sum then reads whole."""
-        flat, views = scratch
-        flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
-        torch._foreach_addcmul_(views, xs, ys)
-        sums = torch.segment_reduce(flat, "sum", lengths=self.row_lengths, unsafe=True)
-        padded = sums.new_zeros(len(self.rows) * self.width)
-        return padded.index_copy_(0, self.padded_index, sums).view(len(self.rows), self.width)
+
+def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> torch.Tensor:
+    """[`list_row_dots`][adamp_core.kernels.list_row_dots] in three kernels: the products of
+    the whole list written into one buffer by one multi-tensor pass, then one segmented sum."""
+    flat, views = layout.scratch(xs[0])
+    flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
+    torch._foreach_addcmul_(views, xs, ys)
+    return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True)
 
 
 class Packed:
@@ -246,43 +214,3 @@ class Packed:
             p.view((r,) + (1,) * (len(s) - 1)) if len(s) else p.view(())
             for p, r, s in zip(parts, self.layout.rows, self.layout.shapes, strict=True)
         ]
-
-
-def projection(
-    param: list[torch.Tensor],
-    grad: list[torch.Tensor],
-    update: list[torch.Tensor],
-    layout: Layout,
-    *,
-    delta: Any,
-    wd_ratio: Any,
-    eps: Any,
-    xp: Any = torch_xp,
-) -> adamp_core.Projection:
-    """[`adamp_core.projection`][adamp_core.projection] of every tensor of a list (output channels
-    on axis 0),
-    decided by the core's [`decide`][adamp_core.radial.decide] on padded per-channel sums.
-    The fields come back ``Packed``."""
-    dtype = compute_dtype(param[0].dtype, torch)
-    if dtype != param[0].dtype:
-        param, grad, update = ([t.to(dtype) for t in ts] for ts in (param, grad, update))
-    scratch = layout.scratch(param[0])
-    ww = layout.channel_sums(param, param, scratch)
-    gg = layout.channel_sums(grad, grad, scratch)
-    wg = layout.channel_sums(param, grad, scratch)
-    d = decide(ww, gg, wg, fan=layout.fan, size=layout.size, delta=delta, eps=eps, xp=xp)
-    d = d._replace(  # 1-D and empty tensors are not tested
-        channel=torch.logical_and(d.channel, layout.tested),
-        layer=torch.logical_and(d.layer, layout.tested),
-        cosine=torch.where(layout.tested, d.cosine, math.nan),
-    )
-    wu = layout.channel_sums(param, update, scratch)
-    del scratch
-    coef = radial_coefficients(d, wu, ww, eps=eps, xp=xp)
-    rows = coef.reshape(-1).index_select(0, layout.padded_index)
-    return adamp_core.Projection(
-        Packed(rows, layout, "row"),
-        Packed(decay_ratio(d, wd_ratio, dtype, xp), layout, "weight"),
-        Packed(branch(d, xp), layout, "weight"),
-        Packed(d.cosine, layout, "weight"),
-    )

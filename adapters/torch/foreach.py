@@ -5,7 +5,8 @@ operators (``m *= beta1``, ``m += (1 - beta1) * g``, ...). Handing them
 ``TensorList`` values and ``namespace`` runs exactly that code over a
 whole parameter group with one multi-tensor kernel per operator: the math stays
 in the core, and this module only maps operators to kernels. The projection is
-the core's own function, run per tensor (``ForeachNamespace.projection``).
+the core's own too (``ForeachNamespace.projection``): of the whole list at once on
+accelerators ([`adamp_core.batched`][adamp_core.batched]), per tensor elsewhere.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Any
 import torch
 
 import adamp_core
+import adamp_core.batched
 
-from .batched import Layout, Packed
-from .batched import projection as batched_projection
+from .batched import Layout, Packed, row_dots
 from .kernels import element_namespace, fused_adam_step, plain
 
 __all__ = ["ForeachNamespace", "TensorList", "namespace"]
 
 #: The namespace the projection of each element runs with.
 _ELEMENTS = element_namespace()
+#: The namespace of the batched projection: the elements', with the sums of whole lists.
+_BATCHED = adamp_core.with_overrides(_ELEMENTS, list_row_dots=row_dots)
 
 
 class TensorList:
@@ -194,8 +197,11 @@ class ForeachNamespace:
         if layout is None:
             dtype = adamp_core.namespace.compute_dtype(first.dtype, torch)
             layout = self._layouts[key] = Layout(param.tensors, dtype)
-        return batched_projection(
-            param.tensors, grad.tensors, update.tensors, layout, xp=_ELEMENTS, **hyper
+        proj = adamp_core.batched.projection(
+            param.tensors, grad.tensors, update.tensors, layout, xp=_BATCHED, **hyper
+        )
+        return adamp_core.Projection(
+            Packed(proj.coef, layout, "row"), *(Packed(f, layout, "weight") for f in proj[1:])
         )
 
     def _per_tensor(

@@ -196,6 +196,12 @@ def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
     return torch.clamp(x, min=min, max=max)
 
 
+def _take(x: torch.Tensor, indices: torch.Tensor, /, *, axis: int | None = None) -> torch.Tensor:
+    """The standard ``take`` for in-bounds, non-negative indices (the compat wrapper also
+    maps negative ones: three more kernels per call)."""
+    return torch.index_select(x, 0 if axis is None else axis, indices)
+
+
 def _zeros_beside(x: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """The core's ``zeros_beside`` as torch makes small tensors: on ``x``'s device (a plain
     tensor beside a DTensor, as torch.optim keeps its step counts)."""
@@ -239,4 +245,5 @@ def element_namespace(workspace: Workspace | None = None) -> Any:
         logical_or=torch.logical_or,
         logical_not=torch.logical_not,
         reshape=torch.reshape,
+        take=_take,
     )

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import adamp_core  # noqa: E402
 from adamp_core import kernels  # noqa: E402
 from adamp_core.updates import adam_step  # noqa: E402
-from adapters.torch.foreach import ForeachNamespace, TensorList, namespace  # noqa: E402
+from adapters.torch.foreach import _BATCHED, ForeachNamespace, TensorList, namespace  # noqa: E402
 from adapters.torch.kernels import SMALL, Workspace, element_namespace  # noqa: E402
 
 
@@ -69,6 +69,7 @@ def test_every_replaceable_kernel_is_checked_here():
         "adam_step_",
         "skip_unless",
         "row_dots",
+        "list_row_dots",  # test_list_row_dots_matches_the_core
         "projection",  # the foreach namespace's: test_foreach_projection_matches_the_core
         "zeros_beside",  # test_zeros_beside_matches_the_core
     }
@@ -123,6 +124,23 @@ def test_vecdot_matches_the_core(shape, ns):
         close(xp.vecdot(x1, x2), plain.vecdot(x1, x2))
         if x1.ndim == 2:  # channels last: (fan, rows) summed over the fan
             close(xp.vecdot(x1, x2, axis=-2), plain.vecdot(x1, x2, axis=-2))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_list_row_dots_matches_the_core(channels_last):
+    """The segmented sums of a whole list equal the core's ``vecdot`` per tensor, row for row,
+    for tested tensors, untested ones (one row of all their elements) and empty ones."""
+    from adapters.torch.batched import Layout
+
+    shapes = [(6, 3, 2, 2), (5,), (4, 7), (0, 3), (9, 2), ()]
+    xs, ys = map(list, zip(*(_tensors(s, 2, seed=i) for i, s in enumerate(shapes))))
+    if channels_last:
+        xs[0], ys[0] = (t.to(memory_format=torch.channels_last) for t in (xs[0], ys[0]))
+    layout = Layout(xs, torch.float64)
+    expected = kernels.list_row_dots(xs, ys, layout, xp=plain)
+    assert not hasattr(plain, "list_row_dots")  # so the core's own definition ran
+    assert expected.shape == (sum(layout.rows),)
+    close(kernels.list_row_dots(xs, ys, layout, xp=_BATCHED), expected)
 
 
 @pytest.mark.parametrize("mode", ["random", "channel", "layer", "zero"])
