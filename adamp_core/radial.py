@@ -131,6 +131,20 @@ def threshold(delta: float | Array, n: int | Array, xp: Any = None) -> float | A
     return delta / math.sqrt(n) if isinstance(n, int) else delta / xp.sqrt(n)
 
 
+def deciding_threshold(
+    shape: tuple[int, ...], taken: int, delta: float, channel_axis: int | None = 0
+) -> float:
+    """The bound that a [`Projection`][adamp_core.Projection]'s ``cosine`` was compared
+    with, for a weight of ``shape`` whose ``branch`` is ``taken`` (a Python int):
+    ``delta / sqrt(fan)`` where the channel view fired, else ``delta / sqrt(size)`` (the
+    layer test was the last made); NaN where nothing was tested. For reports, on the host."""
+    size = math.prod(shape)
+    if len(shape) < 2 or size == 0 or channel_axis is None:
+        return math.nan
+    rows = shape[normalize_axis(channel_axis, len(shape))]
+    return threshold(delta, size // rows if taken == CHANNEL else size)
+
+
 def _radial_coefficient(wu: Array, ww: Array, eps: float | Array, xp: Any) -> Array:
     """``<w,u> / (|w|+eps)^2``, divided twice by ``|w|+eps`` so that it overflows no sooner
     than the official ``<w_hat, u>``; 0 where ``|w|`` overflowed (``w_hat`` is 0 there)."""

@@ -8,7 +8,6 @@ either per tensor or over a whole group at once through the foreach namespace.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -16,6 +15,7 @@ import torch
 from torch.optim.optimizer import Optimizer, required
 
 import adamp_core
+from adamp_core.radial import deciding_threshold
 from adamp_core.state import step_dtype
 
 from .compiled import DeviceScalars, can_view, compiled, flat_view
@@ -351,10 +351,7 @@ class _ProjectedOptimizer(Optimizer):
         ).tolist()
         out = []
         for (name, p, group), (branch, cosine) in zip(entries, values, strict=True):
-            fan = p[0].numel() if p.ndim >= 2 and p.numel() else 0
-            sizes = {adamp_core.CHANNEL: fan, adamp_core.LAYER: p.numel()}
-            size = sizes.get(int(branch), p.numel() if fan else 0)
-            bound = adamp_core.radial.threshold(float(group["delta"]), size) if size else math.nan
+            bound = deciding_threshold(tuple(p.shape), int(branch), float(group["delta"]))
             out.append(
                 ProjectionInfo(name, tuple(p.shape), _BRANCH_NAMES[int(branch)], cosine, bound)
             )

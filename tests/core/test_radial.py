@@ -134,3 +134,15 @@ def test_channel_view_shape(shape, axis, view):
 def test_a_missing_axis_is_a_value_error():
     with pytest.raises(ValueError, match="channel_axis 2 is out of range for a 2-D weight"):
         radial.normalize_axis(2, 2)
+
+
+def test_deciding_threshold_names_the_bound_of_the_last_test_made():
+    # (4, 3, 3): 4 rows of fan 9, size 36; delta 0.3: 0.3/sqrt(9) = 0.1, 0.3/sqrt(36) = 0.05
+    assert radial.deciding_threshold((4, 3, 3), ac.CHANNEL, 0.3) == pytest.approx(0.1)
+    assert radial.deciding_threshold((4, 3, 3), ac.LAYER, 0.3) == pytest.approx(0.05)
+    # neither fired: the layer test was the last one made
+    assert radial.deciding_threshold((4, 3, 3), ac.NONE, 0.3) == pytest.approx(0.05)
+    # channels last: (9, 4) has 4 rows of fan 9
+    assert radial.deciding_threshold((9, 4), ac.CHANNEL, 0.3, -1) == pytest.approx(0.1)
+    for shape, axis in (((5,), 0), ((0, 3), 0), ((4, 3), None)):  # never tested
+        assert math.isnan(radial.deciding_threshold(shape, ac.NONE, 0.3, axis))

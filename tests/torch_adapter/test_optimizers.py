@@ -145,8 +145,11 @@ def test_projection_info_reports_the_official_branch():
         if w.ndim >= 2:
             assert info[n].branch == names[official_branch(w, grads[n], 0.1, 1e-8)]
             assert math.isfinite(info[n].cosine)
+            compared = w[0].numel() if info[n].branch == "channel" else w.numel()
+            assert info[n].threshold == pytest.approx(0.1 / math.sqrt(compared))
         else:
             assert info[n].branch == "none" and math.isnan(info[n].cosine)
+            assert math.isnan(info[n].threshold)
     assert any(i.branch == "channel" for i in info.values())  # conv weights before BN project
 
 
