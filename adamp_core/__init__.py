@@ -1,7 +1,7 @@
 """adamp_core: AdamP and SGDP on arrays of any array-API library.
 
 The one home of the math. ``init``/``step`` run whole optimizers on raw arrays
-(NumPy, CuPy, PyTorch, JAX, array-api-strict); the building blocks in
+(any library ``array_api_compat`` supports); the building blocks in
 [`adamp_core.updates`][adamp_core.updates] and ``adamp_core.radial`` are what the
 framework adapters in ``adapters`` call.
 

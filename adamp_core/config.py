@@ -18,7 +18,7 @@ __all__ = ["AdamPConfig", "SGDPConfig", "as_real"]
 
 def as_real(name: str, value: Any) -> float:
     """``value`` as a Python float: a real number (Python, NumPy) or a one-element real
-    array of any library (a 0-d tensor, say), as ``torch.optim`` and Optax accept.
+    array of any library (a 0-d array, say), as the frameworks' optimizers accept.
 
     Raises:
       ValueError: naming ``name``, for a bool, a complex or non-numeric value, an array of
@@ -116,9 +116,10 @@ class AdamPConfig(_Config):
         then per layer).
       wd_ratio: ``>= 0``; the weight-decay multiplier of projected weights.
       nesterov: use Nesterov momentum for the update direction.
-      channel_axis: the axis of a weight that indexes its output channels: 0 in
-        PyTorch's layouts and the official package (the default), -1 in Flax's and
-        Haiku's. Not an argument of the official package (keyword only).
+      channel_axis: the axis of a weight that indexes its output channels: 0 for
+        output channels first, as the official package has them (the default), -1 for
+        output channels last (``(in, out)`` dense and ``(..., in, out)`` conv kernels).
+        Not an argument of the official package (keyword only).
 
     Every number may be a Python or NumPy scalar or a one-element array (a 0-d
     tensor); it is validated and stored as a Python float.
@@ -170,7 +171,7 @@ class SGDPConfig(_Config):
     """Hyperparameters of SGDP (Heo et al., ICLR 2021).
 
     Args:
-      lr: learning rate, ``>= 0`` (required, as in ``torch.optim.SGD``).
+      lr: learning rate, ``>= 0`` (required, as in the official SGDP).
       momentum: momentum factor in ``[0, 1)`` (the decay is divided by
         ``1 - momentum``, so 1 is excluded).
       dampening: in ``[0, 1]``; the gradient enters the buffer as
@@ -178,7 +179,7 @@ class SGDPConfig(_Config):
       weight_decay: decoupled weight decay, ``>= 0``; applied as
         ``w *= 1 - lr * weight_decay * r / (1 - momentum)``, ``r`` as in AdamP.
       nesterov: Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``
-        (as ``torch.optim.SGD``).
+        (as the official SGDP).
       eps, delta, wd_ratio, channel_axis: as in [`AdamPConfig`][adamp_core.AdamPConfig].
 
     Raises:

@@ -70,11 +70,11 @@ def _check_like(x: Array, p: Array, name: str) -> None:
 
 
 def _not_writable(a: Array) -> str | None:
-    """Why ``a`` cannot be written in place, or None: read-only (NumPy views, JAX arrays),
+    """Why ``a`` cannot be written in place, or None: read-only (immutable arrays, read-only views),
     an autograd leaf that requires grad, or memory shared between elements (a zero stride
     on an axis longer than 1, as an expanded array has)."""
     if not array_api_compat.is_writeable_array(a):
-        return "is read-only (JAX arrays are immutable)"
+        return "is read-only (an immutable array, or a read-only view)"
     if getattr(a, "requires_grad", False) and getattr(a, "is_leaf", False):
         return "is an autograd leaf that requires grad"
     strides = getattr(a, "strides", None)
@@ -147,13 +147,13 @@ def step(
 
     Args:
       params: one array, or a list/tuple of arrays, from any array-API library
-        (NumPy, CuPy, PyTorch, JAX, array-api-strict), real floating dtypes.
+        (any that ``array_api_compat`` supports), real floating dtypes.
       grads: matching gradients; a ``None`` gradient leaves its parameter and
         state untouched.
       state: from [`init`][adamp_core.init] (one state, or a sequence of them).
       config: [`AdamPConfig`][adamp_core.AdamPConfig] or [`SGDPConfig`][adamp_core.SGDPConfig].
-      inplace: write the new values into ``params`` and ``state`` (NumPy,
-        CuPy, PyTorch); JAX arrays are immutable and raise ``ValueError``.
+      inplace: write the new values into ``params`` and ``state``, which must be
+        writable; immutable arrays raise ``ValueError``.
 
     Returns:
       ``(new_params, new_state)``, shaped like the inputs (one array and one

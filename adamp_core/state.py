@@ -3,7 +3,7 @@
 ``AdamPState`` holds ``step``, ``exp_avg`` and ``exp_avg_sq`` and ``SGDPState``
 holds ``momentum``: the keys of ``optimizer.state[p]`` in ``adamp`` 0.3.0, so
 adapters map them one to one. The states are ``NamedTuple``s of arrays, hence
-pytrees under JAX.
+containers that tree utilities traverse.
 """
 
 from __future__ import annotations

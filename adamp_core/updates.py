@@ -328,8 +328,8 @@ def adamp_update(
         final update in the parameter's.
       lr, beta1, beta2, eps, weight_decay, delta, wd_ratio: floats or 0-d arrays.
       nesterov: Python bool.
-      channel_axis: the axis of the weight's output channels (0: PyTorch's layouts,
-        -1: Flax's), or ``None``: never projected.
+      channel_axis: the axis of the weight's output channels (0: first, -1: last), or
+        ``None``: never projected.
       inplace: write ``param`` and ``state`` in place (they must be writable).
       xp: namespace override (see [`with_overrides`][adamp_core.with_overrides]).
 
