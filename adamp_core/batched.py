@@ -42,8 +42,8 @@ class Rows:
     """
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], *, like: Array, dtype: Any) -> None:
-        xp = namespace_of(like)
-        device = array_api_compat.device(like)
+        self._xp, self._device = namespace_of(like), array_api_compat.device(like)
+        xp, on_device = self._xp, self.on_device
         self.shapes = [tuple(s) for s in shapes]
         self.numels = [math.prod(s) for s in self.shapes]
         #: per array: tested (2+ dimensions, not empty)
@@ -54,9 +54,6 @@ class Rows:
         self.fans = [n // r for n, r in zip(self.numels, self.rows)]
         #: rows of the padded ``(arrays, width)`` arrays: the most rows of one array
         self.width = max(self.rows)
-
-        def on_device(values: list[Any], kind: Any) -> Array:
-            return xp.asarray(values, dtype=kind, device=device)
 
         self.fan = on_device([max(f, 1) for f in self.fans], dtype)  #: ``(arrays,)``
         self.size = on_device([max(n, 1) for n in self.numels], dtype)  #: ``(arrays,)``
@@ -71,6 +68,10 @@ class Rows:
         #: ``padded`` appends to the rows
         self.slot_row = on_device(slot_row, xp.int64)
         self._zero = on_device([0], dtype)
+
+    def on_device(self, values: list[Any], dtype: Any) -> Array:
+        """``values`` as an array of ``dtype`` on the layout's device (a copy to it)."""
+        return self._xp.asarray(values, dtype=dtype, device=self._device)
 
     def padded(self, sums: Array, xp: Any) -> Array:
         """``(rows,)`` values as ``(arrays, width)``, zero where an array has fewer rows."""

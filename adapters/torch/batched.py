@@ -3,7 +3,7 @@ spread over it.
 
 [`adamp_core.batched.projection`][adamp_core.batched.projection] decides every weight of a
 list at once from per-channel sums. Here those sums come from three kernels per list (a
-multi-tensor product into one buffer, a segmented sum, ...), and the per-channel results
+fill, a multi-tensor product into one buffer, a segmented sum), and the per-channel results
 go back as ``Packed`` values that expand to the tensors' shapes only where they meet them.
 Nothing is read back to the host: the layout of a list is built once per list of shapes.
 """
@@ -42,20 +42,15 @@ class Layout(adamp_core.batched.Rows):
         #: None: buffers of the list are viewed with them, so that multi-tensor kernels pair
         #: them with the tensors element for element (one layout keeps one kernel per list)
         self.strides = [_row_blocked_strides(t) for t in tensors]
-        device = tensors[0].device
-
-        def on_device(values: list[Any], kind: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=kind, device=device)
-
         rows_fans = zip(self.rows, self.fans, strict=True)
-        self.row_lengths = on_device([f for r, f in rows_fans for _ in range(r)], torch.int64)
-        self.row_weight = on_device(
+        self.row_lengths = self.on_device([f for r, f in rows_fans for _ in range(r)], torch.int64)
+        self.row_weight = self.on_device(
             [i for i, r in enumerate(self.rows) for _ in range(r)], torch.int64
         )
         self.total = sum(self.numels)
-        self._plan_expansion(self.fans, on_device)
+        self._plan_expansion(self.fans)
 
-    def _plan_expansion(self, fans: list[int], on_device: Any) -> None:
+    def _plan_expansion(self, fans: list[int]) -> None:
         """How per-row values spread over the elements (``Packed.expand``) without an
         element-sized index: the rows of the tested tensors of one fan, sorted together,
         fill their block of the output with one broadcasting kernel each; the rest (untested
@@ -84,12 +79,12 @@ class Layout(adamp_core.batched.Rows):
         self.rest_start_row = sum(self.rows[i] for i in order)
         self.rest_start = element
         self.rest_total = sum(self.numels[i] for i in rest)
-        self.rest_row_lengths = on_device(
+        self.rest_row_lengths = self.on_device(
             [fans[i] for i in rest for _ in range(self.rows[i])], torch.int64
         )
         order += rest
         #: packed row positions in layout order
-        self.row_order = on_device(
+        self.row_order = self.on_device(
             [first_row[i] + j for i in order for j in range(self.rows[i])], torch.int64
         )
         offsets = {}
