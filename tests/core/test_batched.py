@@ -71,3 +71,16 @@ def test_rows_lay_out_every_row_once():
     np.testing.assert_array_equal(padded[1], [7, 0, 0, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(padded[5], [14, 15, 16, 17, 18, 19, 20, 21, 22])
     np.testing.assert_array_equal(padded[7], [24, 0, 0, 0, 0, 0, 0, 0, 0])
+
+
+def test_half_precision_lists_are_projected_in_float32():
+    """float16 weights are summed and decided in float32, as one weight alone is."""
+    ws, gs, us = ([a.astype(np.float16) for a in arrays] for arrays in _lists("channel"))
+    rows = batched.Rows([w.shape for w in ws], like=ws[0], dtype=np.float32)
+    got = batched.projection(ws, gs, us, rows, xp=compat, **HYPER)
+    assert got.coef.dtype == got.cosine.dtype == np.float32
+    coefs = np.split(got.coef, np.cumsum(rows.rows)[:-1])
+    for i, (w, g, u) in enumerate(zip(ws, gs, us, strict=True)):
+        expected = ac.projection(w, g, u, xp=compat, **HYPER)
+        assert int(got.branch[i]) == int(expected.branch)
+        np.testing.assert_allclose(coefs[i], expected.coef.reshape(-1), rtol=1e-5, atol=1e-30)
