@@ -5,10 +5,10 @@
 axis, so a batch of weights, each padded to the longest with zero sums, is decided in one
 pass by the code that decides one weight. Here the per-channel sums of every weight of a
 list are laid out that way (``Rows``), and [`projection`][adamp_core.batched.projection]
-returns the projection of every weight: a few operations for the whole list, where
-[`adamp_core.projection`][adamp_core.projection] takes a few dozen per weight. The sums
-themselves are the kernel [`list_row_dots`][adamp_core.kernels.list_row_dots], which a
-namespace may compute over the whole list in one pass.
+returns the projection of every weight. Past the sums, that is a few operations for the whole
+list, where [`adamp_core.projection`][adamp_core.projection] takes a few dozen per weight.
+The sums are the kernel [`list_row_dots`][adamp_core.kernels.list_row_dots]: by definition
+a ``vecdot`` per array, and a namespace may compute them over the whole list in one pass.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ class Rows:
     made once, when the layout is (a copy to the device then, none per step).
 
     Args:
-      shapes: the arrays' shapes, in list order.
+      shapes: the arrays' shapes, in list order (at least one).
       like: an array on the device (and of the library) where the index arrays go.
       dtype: the compute dtype of the sums (``fan`` and ``size`` are of it).
     """
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], *, like: Array, dtype: Any) -> None:
+        if not shapes:
+            raise ValueError("Rows needs at least one array")
         self._xp, self._device = namespace_of(like), array_api_compat.device(like)
         xp, on_device = self._xp, self.on_device
         self.shapes = [tuple(s) for s in shapes]

@@ -84,3 +84,8 @@ def test_half_precision_lists_are_projected_in_float32():
         expected = ac.projection(w, g, u, xp=compat, **HYPER)
         assert int(got.branch[i]) == int(expected.branch)
         np.testing.assert_allclose(coefs[i], expected.coef.reshape(-1), rtol=1e-5, atol=1e-30)
+
+
+def test_rows_of_an_empty_list_is_an_error():
+    with pytest.raises(ValueError, match="at least one array"):
+        batched.Rows([], like=np.zeros(1), dtype=np.float64)
