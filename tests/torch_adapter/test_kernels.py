@@ -227,3 +227,15 @@ def test_workspace_lends_memory_only_for_large_plain_cpu_tensors():
     assert ws.take("direction", big).data_ptr() != first.data_ptr()  # one buffer per use
     assert ws.take("product", torch.zeros(5, 3)) is None
     assert ws.take("product", torch.zeros(200, 300).t()) is None  # not contiguous
+
+
+def test_take_is_the_standard_take_for_non_negative_indices():
+    """The per-tensor namespace's ``take`` (``index_select``, as the batched projection pads
+    its sums with it) gives what array_api_compat's does."""
+    xp = element_namespace()
+    x, m = torch.arange(5.0), torch.arange(12.0).reshape(4, 3)
+    idx = torch.tensor([4, 0, 0, 2])
+    assert torch.equal(xp.take(x, idx), plain.take(x, idx))
+    assert torch.equal(xp.take(x, idx, axis=0), plain.take(x, idx, axis=0))
+    assert torch.equal(xp.take(m, idx[1:], axis=0), plain.take(m, idx[1:], axis=0))
+    assert torch.equal(xp.take(m, idx[1:3], axis=1), plain.take(m, idx[1:3], axis=1))
