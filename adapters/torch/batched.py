@@ -20,28 +20,39 @@ import adamp_core.batched
 __all__ = ["Layout", "Packed", "row_dots"]
 
 
-_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+def _strides(shape: list[int]) -> tuple[int, ...]:
+    """The strides of a contiguous array of ``shape``."""
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
 
 
-def _row_blocked_strides(t: torch.Tensor) -> tuple[int, ...] | None:
-    """``t``'s strides if each of its rows (``t[i]``) is one contiguous block of memory and
-    rows follow one another (contiguous, channels_last, channels_last_3d), else None."""
-    fmt = _CHANNELS_LAST.get(t.ndim)
-    if t.is_contiguous() or (fmt is not None and t.is_contiguous(memory_format=fmt)):
-        return t.stride()
+def _channels_last_order(t: torch.Tensor) -> tuple[int, ...] | None:
+    """For a tensor stored channels last (``(N, C, ...)`` laid out as ``(N, ..., C)``), the
+    order of its axes in memory, outermost first; None for a contiguous tensor and for any
+    other layout (then buffers are contiguous)."""
+    if t.ndim < 3 or t.stride() == _strides(list(t.shape)):
+        return None
+    order = (0, *range(2, t.ndim), 1)
+    in_memory = _strides([t.shape[d] for d in order])
+    if tuple(in_memory[order.index(d)] for d in range(t.ndim)) == t.stride():
+        return order
     return None
 
 
 class Layout(adamp_core.batched.Rows):
     """[`Rows`][adamp_core.batched.Rows] of a list of tensors, with what torch's kernels
-    need: each row's length, each tensor's strides, and how per-row values expand."""
+    need: each row's length, each tensor's memory layout, and how per-row values expand."""
 
     def __init__(self, tensors: list[torch.Tensor], dtype: torch.dtype) -> None:
         super().__init__([tuple(t.shape) for t in tensors], like=tensors[0], dtype=dtype)
-        #: each tensor's strides when its rows are contiguous blocks (channels_last too), else
-        #: None: buffers of the list are viewed with them, so that multi-tensor kernels pair
-        #: them with the tensors element for element (one layout keeps one kernel per list)
-        self.strides = [_row_blocked_strides(t) for t in tensors]
+        #: per tensor, the order of its axes in memory if it is stored channels last, else
+        #: None: buffers of the list are laid out alike (a row is one block of memory in
+        #: either format), so that multi-tensor kernels pair them with the tensors element for
+        #: element and keep one kernel per list
+        self.orders = [_channels_last_order(t) for t in tensors]
         rows_fans = zip(self.rows, self.fans, strict=True)
         self.row_lengths = self.on_device([f for r, f in rows_fans for _ in range(r)], torch.int64)
         self.row_weight = self.on_device(
@@ -109,14 +120,18 @@ class Layout(adamp_core.batched.Rows):
         return flat, self.views(flat, list(itertools.accumulate(self.numels, initial=0)))
 
     def views(self, flat: torch.Tensor, offsets: list[int]) -> list[torch.Tensor]:
-        """Views of ``flat`` shaped as the tensors, the ``i``-th at ``offsets[i]``, with the
-        tensor's strides where its rows are contiguous blocks (a row is a contiguous block of
-        ``flat`` whatever the tensor's layout), else contiguous."""
-        chunks = (flat.narrow(0, o, n) for o, n in zip(offsets, self.numels))
-        return [
-            chunk.view(shape) if stride is None else chunk.as_strided(shape, stride)
-            for chunk, shape, stride in zip(chunks, self.shapes, self.strides)
-        ]
+        """Views of ``flat`` shaped as the tensors, the ``i``-th at ``offsets[i]``, laid out as
+        the tensor is where it is stored channels last, else contiguous. Made by ``view`` and
+        ``permute`` (not ``as_strided``, whose views ``torch.compile`` cannot write through)."""
+        views = []
+        for o, n, shape, order in zip(offsets, self.numels, self.shapes, self.orders):
+            chunk = flat.narrow(0, o, n)
+            if order is None:
+                views.append(chunk.view(shape))
+            else:
+                stored = chunk.view([shape[d] for d in order])
+                views.append(stored.permute([order.index(d) for d in range(len(shape))]))
+        return views
 
 
 def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> torch.Tensor:

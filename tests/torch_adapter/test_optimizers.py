@@ -515,6 +515,29 @@ def test_compiled_adamp_and_sgdp_keep_separate_graphs_within_dynamo_limits():
         assert 1 <= graphs <= limit // 2, (fn.__name__, graphs)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_batched_foreach_step_compiles_as_one_graph(channels_last, monkeypatch):
+    """``torch.compile(opt.step, fullgraph=True)`` traces the CUDA path's whole step (the
+    batched projection included, forced here on CPU) without a graph break, never recompiles
+    as the step count grows, and steps as the eager optimizer does. Conv weights in
+    channels_last too: their buffers are views that compiled code can write through."""
+    from adapters.torch import foreach as module
+
+    monkeypatch.setattr(module.namespace, "batched_devices", ("cpu", "cuda"))
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    models = [make_model(), make_model()]
+    if channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    eager, traced = (AdamP(m.parameters(), lr=0.01, weight_decay=0.1, foreach=True) for m in models)
+    train(models[0], eager, 1)
+    train(models[1], traced, 1)  # the state is made by an eager step (as for a CUDA graph)
+    traced.step = torch.compile(traced.step, fullgraph=True)
+    train(models[0], eager, 3)
+    train(models[1], traced, 3)
+    assert_same_params(models[0], models[1], rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("cls", [AdamP, SGDP])
 def test_a_step_can_be_replayed_as_a_cuda_graph_would(cls, foreach):
     """What capturing a step in a CUDA graph needs, checked on CPU: after a warm-up step,
