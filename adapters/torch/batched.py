@@ -17,7 +17,7 @@ import torch
 
 import adamp_core.batched
 
-__all__ = ["Layout", "Packed", "row_dots"]
+__all__ = ["Layout", "ListValue", "Packed", "row_dots"]
 
 
 def _strides(shape: list[int]) -> tuple[int, ...]:
@@ -143,7 +143,35 @@ def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> 
     return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True)
 
 
-class Packed:
+#: torch's names for an operator whose left operand is a tensor, and the reflected
+#: operator of a list value on the right
+_REFLECTED = {
+    **dict.fromkeys(("add", "__add__"), "__radd__"),
+    **dict.fromkeys(("sub", "__sub__"), "__rsub__"),
+    **dict.fromkeys(("mul", "__mul__"), "__rmul__"),
+    **dict.fromkeys(("div", "__truediv__"), "__rtruediv__"),
+}
+
+
+class ListValue:
+    """Base of the values that stand for a whole list (``Packed``, the foreach
+    ``TensorList``): ``tensor <op> value``, a 0-d learning rate times a list, say, runs the
+    value's reflected operator. Python does that by itself; this ``__torch_function__``
+    does it where torch asks first, and ``torch.compile`` traces it (it does not trace
+    Python's fallback)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = _REFLECTED.get(getattr(func, "__name__", ""))
+        if name and not kwargs and len(args) == 2 and isinstance(args[1], ListValue):
+            if isinstance(args[0], torch.Tensor) and hasattr(args[1], name):
+                return getattr(args[1], name)(args[0])
+        return NotImplemented
+
+
+class Packed(ListValue):
     """One value per tensor (``per="weight"``) or per row (``per="row"``) of a list, packed
     in one tensor: the core's arithmetic on them is one kernel, and they expand to the
     tensors' shapes (``expand``) where they meet whole tensors."""

@@ -18,7 +18,7 @@ import torch
 import adamp_core
 import adamp_core.batched
 
-from .batched import Layout, Packed, row_dots
+from .batched import Layout, ListValue, Packed, row_dots
 from .kernels import element_namespace, fused_adam_step, plain
 
 __all__ = ["ForeachNamespace", "TensorList", "namespace"]
@@ -29,7 +29,7 @@ _ELEMENTS = element_namespace()
 _BATCHED = adamp_core.with_overrides(_ELEMENTS, list_row_dots=row_dots)
 
 
-class TensorList:
+class TensorList(ListValue):
     """A list of tensors of one dtype and device that behaves as one array under operators.
 
     The other operand of an operator may be a Python number, a tensor (applied to

@@ -515,12 +515,16 @@ def test_compiled_adamp_and_sgdp_keep_separate_graphs_within_dynamo_limits():
         assert 1 <= graphs <= limit // 2, (fn.__name__, graphs)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_the_batched_foreach_step_compiles_as_one_graph(channels_last, monkeypatch):
+@pytest.mark.parametrize(
+    ("cls", "channels_last", "tensor_lr"),
+    [(AdamP, False, False), (AdamP, True, True), (SGDP, True, True)],
+)
+def test_the_batched_foreach_step_compiles_as_one_graph(cls, channels_last, tensor_lr, monkeypatch):
     """``torch.compile(opt.step, fullgraph=True)`` traces the CUDA path's whole step (the
     batched projection included, forced here on CPU) without a graph break, never recompiles
-    as the step count grows, and steps as the eager optimizer does. Conv weights in
-    channels_last too: their buffers are views that compiled code can write through."""
+    as the step count grows or as a tensor learning rate changes, and steps as the eager
+    optimizer does. Conv weights in channels_last too: their buffers are views that compiled
+    code can write through."""
     from adapters.torch import foreach as module
 
     monkeypatch.setattr(module.namespace, "batched_devices", ("cpu", "cuda"))
@@ -529,12 +533,22 @@ def test_the_batched_foreach_step_compiles_as_one_graph(channels_last, monkeypat
     models = [make_model(), make_model()]
     if channels_last:
         models = [m.to(memory_format=torch.channels_last) for m in models]
-    eager, traced = (AdamP(m.parameters(), lr=0.01, weight_decay=0.1, foreach=True) for m in models)
+    rates = [torch.tensor(0.01, dtype=torch.float64) if tensor_lr else 0.01 for _ in models]
+    extra = {"momentum": 0.9} if cls is SGDP else {}
+    eager, traced = (
+        cls(m.parameters(), lr=lr, weight_decay=0.1, foreach=True, **extra)
+        for m, lr in zip(models, rates, strict=True)
+    )
     train(models[0], eager, 1)
     train(models[1], traced, 1)  # the state is made by an eager step (as for a CUDA graph)
     traced.step = torch.compile(traced.step, fullgraph=True)
-    train(models[0], eager, 3)
-    train(models[1], traced, 3)
+    train(models[0], eager, 2)
+    train(models[1], traced, 2)
+    if tensor_lr:  # a schedule
+        for lr in rates:
+            lr.fill_(0.003)
+    train(models[0], eager, 2)
+    train(models[1], traced, 2)
     assert_same_params(models[0], models[1], rtol=1e-12, atol=1e-14)
 
 
