@@ -541,7 +541,9 @@ def test_the_batched_foreach_step_compiles_as_one_graph(cls, channels_last, tens
     )
     train(models[0], eager, 1)
     train(models[1], traced, 1)  # the state is made by an eager step (as for a CUDA graph)
-    traced.step = torch.compile(traced.step, fullgraph=True)
+    # with a tensor lr, the CUDA-graph recipe's mode (on CPU it compiles without graphs)
+    mode = "reduce-overhead" if tensor_lr else None
+    traced.step = torch.compile(traced.step, fullgraph=True, mode=mode)
     train(models[0], eager, 2)
     train(models[1], traced, 2)
     if tensor_lr:  # a schedule
