@@ -528,7 +528,6 @@ def test_the_batched_foreach_step_compiles_as_one_graph(cls, channels_last, tens
     from adapters.torch import foreach as module
 
     monkeypatch.setattr(module.namespace, "batched_devices", ("cpu", "cuda"))
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     models = [make_model(), make_model()]
     if channels_last:
@@ -544,13 +543,14 @@ def test_the_batched_foreach_step_compiles_as_one_graph(cls, channels_last, tens
     # with a tensor lr, the CUDA-graph recipe's mode (on CPU it compiles without graphs)
     mode = "reduce-overhead" if tensor_lr else None
     traced.step = torch.compile(traced.step, fullgraph=True, mode=mode)
-    train(models[0], eager, 2)
-    train(models[1], traced, 2)
-    if tensor_lr:  # a schedule
-        for lr in rates:
-            lr.fill_(0.003)
-    train(models[0], eager, 2)
-    train(models[1], traced, 2)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        train(models[0], eager, 2)
+        train(models[1], traced, 2)
+        if tensor_lr:  # a schedule
+            for lr in rates:
+                lr.fill_(0.003)
+        train(models[0], eager, 2)
+        train(models[1], traced, 2)
     assert_same_params(models[0], models[1], rtol=1e-12, atol=1e-14)
 
 
