@@ -11,6 +11,7 @@ Nothing is read back to the host: the layout of a list is built once per list of
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import torch
@@ -20,26 +21,25 @@ import adamp_core.batched
 __all__ = ["Layout", "ListValue", "Packed", "row_dots"]
 
 
-def _strides(shape: list[int]) -> tuple[int, ...]:
-    """The strides of a contiguous array of ``shape``."""
-    out, step = [], 1
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
+def _in_order(flat: torch.Tensor, shape: tuple[int, ...], order: tuple[int, ...] | None) -> Any:
+    """``flat`` viewed as ``shape``: laid out in ``order`` (axes outermost first), or
+    contiguous for None. A ``view`` and a ``permute``, which compiled code can write through
+    (not ``as_strided``)."""
+    if order is None:
+        return flat.view(shape)
+    stored = flat.view([shape[d] for d in order])
+    return stored.permute([order.index(d) for d in range(len(shape))])
 
 
 def _channels_last_order(t: torch.Tensor) -> tuple[int, ...] | None:
     """For a tensor stored channels last (``(N, C, ...)`` laid out as ``(N, ..., C)``), the
     order of its axes in memory, outermost first; None for a contiguous tensor and for any
     other layout (then buffers are contiguous)."""
-    if t.ndim < 3 or t.stride() == _strides(list(t.shape)):
+    shape, order = tuple(t.shape), (0, *range(2, t.ndim), 1)
+    meta = torch.empty(math.prod(shape), device="meta")
+    if t.ndim < 3 or t.stride() == _in_order(meta, shape, None).stride():
         return None
-    order = (0, *range(2, t.ndim), 1)
-    in_memory = _strides([t.shape[d] for d in order])
-    if tuple(in_memory[order.index(d)] for d in range(t.ndim)) == t.stride():
-        return order
-    return None
+    return order if _in_order(meta, shape, order).stride() == t.stride() else None
 
 
 class Layout(adamp_core.batched.Rows):
@@ -121,17 +121,12 @@ class Layout(adamp_core.batched.Rows):
 
     def views(self, flat: torch.Tensor, offsets: list[int]) -> list[torch.Tensor]:
         """Views of ``flat`` shaped as the tensors, the ``i``-th at ``offsets[i]``, laid out as
-        the tensor is where it is stored channels last, else contiguous. Made by ``view`` and
-        ``permute`` (not ``as_strided``, whose views ``torch.compile`` cannot write through)."""
-        views = []
-        for o, n, shape, order in zip(offsets, self.numels, self.shapes, self.orders):
-            chunk = flat.narrow(0, o, n)
-            if order is None:
-                views.append(chunk.view(shape))
-            else:
-                stored = chunk.view([shape[d] for d in order])
-                views.append(stored.permute([order.index(d) for d in range(len(shape))]))
-        return views
+        the tensor is where it is stored channels last, else contiguous."""
+        chunks = (flat.narrow(0, o, n) for o, n in zip(offsets, self.numels))
+        return [
+            _in_order(chunk, shape, order)
+            for chunk, shape, order in zip(chunks, self.shapes, self.orders, strict=True)
+        ]
 
 
 def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> torch.Tensor:
