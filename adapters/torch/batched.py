@@ -35,9 +35,11 @@ def _channels_last_order(t: torch.Tensor) -> tuple[int, ...] | None:
     """For a tensor stored channels last (``(N, C, ...)`` laid out as ``(N, ..., C)``), the
     order of its axes in memory, outermost first; None for a contiguous tensor and for any
     other layout (then buffers are contiguous)."""
+    if t.ndim < 3:
+        return None
     shape, order = tuple(t.shape), (0, *range(2, t.ndim), 1)
     meta = torch.empty(math.prod(shape), device="meta")
-    if t.ndim < 3 or t.stride() == _in_order(meta, shape, None).stride():
+    if t.stride() == _in_order(meta, shape, None).stride():
         return None
     return order if _in_order(meta, shape, order).stride() == t.stride() else None
 
@@ -59,16 +61,16 @@ class Layout(adamp_core.batched.Rows):
             [i for i, r in enumerate(self.rows) for _ in range(r)], torch.int64
         )
         self.total = sum(self.numels)
-        self._plan_expansion(self.fans)
+        self._plan_expansion()
 
-    def _plan_expansion(self, fans: list[int]) -> None:
+    def _plan_expansion(self) -> None:
         """How per-row values spread over the elements (``Packed.expand``) without an
         element-sized index: the rows of the tested tensors of one fan, sorted together,
         fill their block of the output with one broadcasting kernel each; the rest (untested
         tensors, whose one row is all their elements, and fans with few elements) take a
         ``repeat_interleave`` whose index is as small as they are."""
         by_fan: dict[int, list[int]] = {}
-        for i, (fan, tested) in enumerate(zip(fans, self.tested_list, strict=True)):
+        for i, (fan, tested) in enumerate(zip(self.fans, self.tested_list, strict=True)):
             if tested:
                 by_fan.setdefault(fan, []).append(i)
         small = max(self.total // 64, 1)
@@ -84,14 +86,14 @@ class Layout(adamp_core.batched.Rows):
         for idx in groups:
             start = sum(self.rows[i] for i in order)
             count = sum(self.rows[i] for i in idx)
-            self.blocks.append((start, count, fans[idx[0]], element))
+            self.blocks.append((start, count, self.fans[idx[0]], element))
             order += idx
             element += sum(self.numels[i] for i in idx)
         self.rest_start_row = sum(self.rows[i] for i in order)
         self.rest_start = element
         self.rest_total = sum(self.numels[i] for i in rest)
         self.rest_row_lengths = self.on_device(
-            [fans[i] for i in rest for _ in range(self.rows[i])], torch.int64
+            [self.fans[i] for i in rest for _ in range(self.rows[i])], torch.int64
         )
         order += rest
         #: packed row positions in layout order
