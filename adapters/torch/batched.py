@@ -134,6 +134,12 @@ class Layout(adamp_core.batched.Rows):
 def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> torch.Tensor:
     """[`list_row_dots`][adamp_core.kernels.list_row_dots] in three kernels: the products of
     the whole list written into one buffer by one multi-tensor pass, then one segmented sum."""
+    if torch.compiler.is_compiling():
+        # compiled code pays for each write into a view of one buffer with a copy of the
+        # whole buffer (quadratic in the list); the products, concatenated, fuse instead
+        products = torch._foreach_mul(xs, ys)
+        flat = torch.cat([p.reshape(-1) for p in products])
+        return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True)
     flat, views = layout.scratch(xs[0])
     flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
     torch._foreach_addcmul_(views, xs, ys)
@@ -221,9 +227,14 @@ class Packed(ListValue):
         return Packed(self.values.to(dtype), self.layout, self.per)
 
     def expand(self) -> list[torch.Tensor]:
-        """The value of each element of each tensor: tensors of the list's shapes (views of
-        one buffer of the list's size; the only temporary besides it is row-sized)."""
+        """The value of each element of each tensor: tensors of the list's shapes (eager:
+        views of one buffer of the list's size, the only temporary besides it row-sized;
+        traced: broadcast views of the per-row values)."""
         layout = self.layout
+        if torch.compiler.is_compiling():
+            # broadcasts, which compiled code fuses into the kernel that reads them (writes
+            # into views of one buffer would each copy the whole buffer)
+            return [v.expand(s) for v, s in zip(self.tensors, layout.shapes, strict=True)]
         rows = self._rows().index_select(0, layout.row_order)
         flat = torch.empty(layout.total, dtype=rows.dtype, device=rows.device)
         ones = layout.ones(rows.dtype)
