@@ -556,7 +556,9 @@ def test_the_batched_foreach_step_compiles_as_one_graph(cls, channels_last, tens
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("cls", [AdamP, SGDP])
-def test_the_compiled_batched_step_writes_no_view_of_a_shared_buffer(cls, channels_last, monkeypatch):
+def test_the_compiled_batched_step_writes_no_view_of_a_shared_buffer(
+    cls, channels_last, monkeypatch
+):
     """Traced, the batched projection neither writes products into views of one buffer nor
     expands per-row values into one: compiled code turns each such write into a copy of the
     whole buffer (a ``slice_scatter``), so a step of n tensors copied the list's size n times
