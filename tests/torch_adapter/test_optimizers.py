@@ -562,7 +562,7 @@ def test_the_compiled_batched_step_writes_no_view_of_a_shared_buffer(
     """Traced, the batched projection neither writes products into views of one buffer nor
     expands per-row values into one: compiled code turns each such write into a copy of the
     whole buffer (a ``slice_scatter``), so a step of n tensors copied the list's size n times
-    (ResNet-50 ran 90 times slower than eager on CPU). Counted in the graph compiled code gets."""
+    (ResNet-50 ran 24 times slower than eager on CPU). Counted in the graph compiled code gets."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 
