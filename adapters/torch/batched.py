@@ -146,13 +146,19 @@ def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> 
     return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True)
 
 
-#: torch's names for an operator whose left operand is a tensor, and the reflected
-#: operator of a list value on the right
+#: torch's name for an operator with a tensor first and a list value second, and the list
+#: value's method that computes it: ``tensor - value`` is ``value.__rsub__(tensor)``, and
+#: ``tensor.__rsub__(value)`` (``value - tensor``, as torch.compile asks) ``value.__sub__``
 _REFLECTED = {
     **dict.fromkeys(("add", "__add__"), "__radd__"),
     **dict.fromkeys(("sub", "__sub__"), "__rsub__"),
     **dict.fromkeys(("mul", "__mul__"), "__rmul__"),
     **dict.fromkeys(("div", "__truediv__"), "__rtruediv__"),
+    **dict.fromkeys(("pow", "__pow__"), "__rpow__"),
+    "__radd__": "__add__",
+    "__rsub__": "__sub__",
+    "__rmul__": "__mul__",
+    **dict.fromkeys(("__rtruediv__", "__rdiv__"), "__truediv__"),
 }
 
 
@@ -161,7 +167,8 @@ class ListValue:
     ``TensorList``): ``tensor <op> value``, a 0-d learning rate times a list, say, runs the
     value's reflected operator. Python does that by itself; this ``__torch_function__``
     does it where torch asks first, and ``torch.compile`` traces it (it does not trace
-    Python's fallback)."""
+    Python's fallback, and it asks the tensor's reflected operator of ``value <op> tensor``
+    too)."""
 
     __slots__ = ()
 

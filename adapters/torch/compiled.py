@@ -20,9 +20,10 @@ import torch
 import adamp_core
 from adamp_core.state import step_dtype
 
+from .foreach import group_step
 from .kernels import element_namespace
 
-__all__ = ["DeviceScalars", "can_view", "compiled", "flat_view"]
+__all__ = ["DeviceScalars", "can_view", "compiled", "compiled_group", "flat_view"]
 
 _ELEMENTS = element_namespace()
 
@@ -80,20 +81,46 @@ _STEPS: dict[Callable[..., Any], Callable[..., Any]] = {
 _CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
+def _quiet(compiled_step: Callable[..., Any]) -> Callable[..., Any]:
+    def quiet_step(*args: Any, **kwargs: Any) -> Any:
+        # Dynamo notes, while tracing, that array_api_compat's helpers are lru_cached;
+        # they are pure functions of types, so tracing through the cache is exact.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*functools.lru_cache", UserWarning)
+            return compiled_step(*args, **kwargs)
+
+    return quiet_step
+
+
 def compiled(update: Callable[..., Any]) -> Callable[..., Any]:
     """``update`` (``adamp_core.adamp_update`` or ``sgdp_update``) compiled once per process."""
     if update not in _CACHE:
-        compiled_step = torch.compile(_STEPS[update], dynamic=True)
-
-        def quiet_step(*args: Any, **kwargs: Any) -> adamp_core.Projection:
-            # Dynamo notes, while tracing, that array_api_compat's helpers are lru_cached;
-            # they are pure functions of types, so tracing through the cache is exact.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", ".*functools.lru_cache", UserWarning)
-                return compiled_step(*args, **kwargs)
-
-        _CACHE[update] = quiet_step
+        _CACHE[update] = _quiet(torch.compile(_STEPS[update], dynamic=True))
     return _CACHE[update]
+
+
+def _adamp_group(update: Callable[..., Any], *args: Any) -> list[list[torch.Tensor]]:
+    return group_step(update, *args)
+
+
+def _sgdp_group(update: Callable[..., Any], *args: Any) -> list[list[torch.Tensor]]:
+    return group_step(update, *args)
+
+
+_GROUP_STEPS: dict[Callable[..., Any], Callable[..., Any]] = {
+    adamp_core.adamp_update: _adamp_group,
+    adamp_core.sgdp_update: _sgdp_group,
+}
+_GROUP_CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def compiled_group(update: Callable[..., Any]) -> Callable[..., Any]:
+    """[`group_step`][adapters.torch.foreach.group_step] of ``update`` compiled as one graph
+    (``fullgraph=True``), once per process. Python-number hyperparameters are graph inputs
+    (not constants): a schedule changing them, or the step count, recompiles nothing."""
+    if update not in _GROUP_CACHE:
+        _GROUP_CACHE[update] = _quiet(torch.compile(_GROUP_STEPS[update], fullgraph=True))
+    return _GROUP_CACHE[update]
 
 
 def can_view(*tensors: torch.Tensor) -> bool:

@@ -21,7 +21,7 @@ import adamp_core.batched
 from .batched import Layout, ListValue, Packed, row_dots
 from .kernels import element_namespace, fused_adam_step, plain
 
-__all__ = ["ForeachNamespace", "TensorList", "namespace"]
+__all__ = ["ForeachNamespace", "TensorList", "group_step", "namespace"]
 
 #: The namespace the projection of each element runs with.
 _ELEMENTS = element_namespace()
@@ -105,7 +105,9 @@ class TensorList(ListValue):
         torch._foreach_div_(self.tensors, self._arg(other))
         return self
 
-    def __rpow__(self, base: float) -> TensorList:
+    def __rpow__(self, base: Any) -> TensorList:
+        if isinstance(base, torch.Tensor):  # a 0-d hyperparameter
+            return TensorList(torch._foreach_pow([base] * len(self.tensors), self.tensors))
         return TensorList(torch._foreach_pow(base, self.tensors))
 
     def __setitem__(self, key: Any, value: TensorList) -> None:
@@ -176,6 +178,22 @@ class ForeachNamespace:
         self._layouts: dict[tuple[Any, ...], Layout] = {}
         self._never_projected: dict[tuple[Any, ...], adamp_core.Projection] = {}
 
+    def batches(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether a list on these tensors' device is projected in one batch."""
+        return tensors[0].device.type in self.batched_devices
+
+    def layout(self, tensors: list[torch.Tensor]) -> Layout:
+        """The batched layout of a list, made on its first use and kept (a compiled step
+        asks for it before it runs, so that the graph only reads it)."""
+        first = tensors[0]
+        key = (tuple(tuple(t.shape) for t in tensors), tuple(t.stride() for t in tensors))
+        key += (first.dtype, first.device)
+        layout = self._layouts.get(key)
+        if layout is None:
+            dtype = adamp_core.namespace.compute_dtype(first.dtype, torch)
+            layout = self._layouts[key] = Layout(tensors, dtype)
+        return layout
+
     def projection(
         self,
         param: TensorList,
@@ -188,15 +206,10 @@ class ForeachNamespace:
         """The projection of every tensor of the list: at once on accelerators
         (``.batched``, the fields come back packed, one value per tensor or per output
         channel); per tensor with the core on CPU, for DTensors and other layouts."""
-        first = param.tensors[0]
-        batched = first.device.type in self.batched_devices
-        if not batched or channel_axis != 0 or not all(plain(t) for t in param.tensors):
+        tensors = param.tensors
+        if not self.batches(tensors) or channel_axis != 0 or not all(plain(t) for t in tensors):
             return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
-        key = (param.shape, tuple(t.stride() for t in param.tensors), first.dtype, first.device)
-        layout = self._layouts.get(key)
-        if layout is None:
-            dtype = adamp_core.namespace.compute_dtype(first.dtype, torch)
-            layout = self._layouts[key] = Layout(param.tensors, dtype)
+        layout = self.layout(param.tensors)
         proj = adamp_core.batched.projection(
             param.tensors, grad.tensors, update.tensors, layout, xp=_BATCHED, **hyper
         )
@@ -223,3 +236,20 @@ class ForeachNamespace:
 
 
 namespace = ForeachNamespace()
+
+
+def group_step(
+    update: Any,
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    state: Any,
+    hyper: dict[str, Any],
+) -> list[list[torch.Tensor]]:
+    """``update`` (``adamp_core.adamp_update`` or ``sgdp_update``) of a whole list, in place,
+    with ``namespace``. ``state`` is the core's state type holding one list of tensors per
+    field. Returns each field of the projection as one tensor per parameter."""
+    lists = type(state)(*(TensorList(field) for field in state))
+    _, _, proj = update(
+        TensorList(params), TensorList(grads), lists, inplace=True, xp=namespace, **hyper
+    )
+    return [list(field.tensors) for field in proj]

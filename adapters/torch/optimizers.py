@@ -18,12 +18,15 @@ import adamp_core
 from adamp_core.radial import deciding_threshold
 from adamp_core.state import step_dtype
 
-from .compiled import DeviceScalars, can_view, compiled, flat_view
-from .foreach import TensorList, namespace
+from .compiled import DeviceScalars, can_view, compiled, compiled_group, flat_view
+from .foreach import group_step, namespace
 from .kernels import SMALL, Workspace, element_namespace
 
 __all__ = ["SGDP", "AdamP", "ProjectionInfo"]
 
+#: hyperparameters a compiled step takes as constants (rarely changed; ``nesterov`` chooses
+#: code); the others go in as device tensors
+_STATIC = ("nesterov", "delta", "eps")
 _BRANCH_NAMES = {adamp_core.NONE: "none", adamp_core.CHANNEL: "channel", adamp_core.LAYER: "layer"}
 
 
@@ -222,6 +225,10 @@ class _ProjectedOptimizer(Optimizer):
             kwargs = self._hyperparameters(group)
             foreach = group["foreach"]
             on_cuda = all(p.is_cuda for p in params)
+            if group["compile"] and namespace.batches(params):
+                # on accelerators the group's batched step, compiled as one graph
+                self._foreach_step(params, grads, kwargs, group["chunk_size"], index)
+                continue
             if not group["compile"] and (foreach or (foreach is None and on_cuda)):
                 # as torch.optim: the CUDA default
                 self._foreach_step(params, grads, kwargs, group["chunk_size"])
@@ -265,7 +272,7 @@ class _ProjectedOptimizer(Optimizer):
         group_index: int,
     ) -> None:
         fn = compiled(self._update)
-        static = {k: kwargs.pop(k) for k in ("nesterov", "delta", "eps")}
+        static = {k: kwargs.pop(k) for k in _STATIC}
         tensors: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
         for p, g in zip(params, grads, strict=True):
             state = self._core_state([self.state[p]], lambda ts: ts[0])
@@ -290,20 +297,27 @@ class _ProjectedOptimizer(Optimizer):
         grads: list[torch.Tensor],
         kwargs: dict[str, Any],
         chunk_size: int | None,
+        compiled_in_group: int | None = None,
     ) -> None:
+        """The group's step with the foreach namespace, per device and dtype and per chunk;
+        compiled as one graph when ``compiled_in_group`` gives the group's index (its
+        hyperparameters then go in as device tensors, see ``DeviceScalars``)."""
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
         for (all_ps, all_gs), _ in grouped.values():
+            hyper, step = kwargs, group_step
+            if compiled_in_group is not None:
+                static = {k: v for k, v in kwargs.items() if k in _STATIC}
+                scalars = {k: v for k, v in kwargs.items() if k not in _STATIC}
+                hyper = {**static, **self._device_scalars(compiled_in_group, scalars, all_ps[0])}
+                step = compiled_group(self._update)
             for ps, gs in _chunks(all_ps, all_gs, chunk_size):
-                self._foreach_chunk(ps, gs, kwargs)
+                if compiled_in_group is not None and namespace.batches(ps):
+                    namespace.layout(ps)  # made outside the graph, which only reads it
+                state = self._core_state([self.state[p] for p in ps], list)
+                self._keep_projections(ps, step(self._update, ps, gs, state, hyper))
 
-    def _foreach_chunk(
-        self, ps: list[torch.Tensor], gs: list[torch.Tensor], kwargs: dict[str, Any]
-    ) -> None:
-        state = self._core_state([self.state[p] for p in ps], TensorList)
-        _, _, proj = self._update(
-            TensorList(ps), TensorList(gs), state, inplace=True, xp=namespace, **kwargs
-        )
-        fields = [f.tensors for f in proj]  # each field's per-tensor values, made once
+    def _keep_projections(self, ps: list[torch.Tensor], fields: list[list[torch.Tensor]]) -> None:
+        """Keep each parameter's projection (``fields``: per field, a value per tensor)."""
         for i, p in enumerate(ps):
             self._projections[p] = adamp_core.Projection(*(f[i] for f in fields))
 
