@@ -1,6 +1,10 @@
-"""The opt-in compiled path: the core's single-tensor update under ``torch.compile``.
+"""The opt-in compiled paths (``compile=True``).
 
-Each parameter is handed to the compiled core as a 2-D ``(rows, fan)`` view (1-D for
+On accelerators, the group's multi-tensor step (``foreach.group_step``, the batched
+projection included) compiles as one graph: ``compiled_group``. On CPU, the core's
+single-tensor update compiles once per update function: ``compiled``.
+
+On CPU each parameter is handed to the compiled core as a 2-D ``(rows, fan)`` view (1-D for
 parameters of fewer than 2 dimensions): the projection of a weight only looks at its
 output-channel rows, so the view gives the same result as the original shape while
 the whole model needs only a handful of graphs (one per rank and per 0/1 size

@@ -387,11 +387,13 @@ class AdamP(_ProjectedOptimizer):
         when every parameter of the group is on CUDA, as ``torch.optim`` does (on
         CPU, small tensors together and large ones one by one measured faster: see
         ``docs/torch.md``).
-      compile: run the core's update under ``torch.compile`` (dynamic shapes,
-        one graph per rank), at the cost of a few seconds of compilation on the
-        first step; never recompiles as the step count or the learning rate
-        change. On CPU it is the fastest SGDP path; for AdamP the default, with
-        torch's fused Adam kernel, is as fast.
+      compile: run the step under ``torch.compile``. On CUDA, XPU and MPS the
+        group's multi-tensor step, batched projection included, compiles as one
+        graph (minutes of compilation on the first step for large models); on CPU
+        the core's update per large tensor (dynamic shapes, one graph per rank, a few
+        seconds), where it is the fastest SGDP path (for AdamP the default, with
+        torch's fused Adam kernel, is as fast). Hyperparameters go in as device
+        tensors: neither the step count nor a learning-rate schedule recompiles.
       chunk_size: on the foreach path, step at most this many elements of a group at
         once (consecutive tensors; a larger tensor alone). The step's temporaries are
         list-sized (AdamP keeps two at a time, SGDP one), so a chunk bounds them, at the
