@@ -14,7 +14,7 @@ a ``vecdot`` per array, and a namespace may compute them over the whole list in 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -23,7 +23,7 @@ from .kernels import list_row_dots
 from .namespace import compute_dtype, namespace_of
 from .radial import Projection, branch, decay_ratio, decide, radial_coefficients
 
-__all__ = ["Rows", "projection"]
+__all__ = ["Rows", "decided", "projection"]
 
 Array = Any
 
@@ -114,8 +114,35 @@ def projection(
         widened = ([xp.astype(a, dtype) for a in ts] for ts in (params, grads, updates))
         params, grads, updates = widened
 
-    def sums(xs: Sequence[Array], ys: Sequence[Array]) -> Array:
-        return rows.padded(list_row_dots(xs, ys, rows, xp=xp), xp)
+    def row_sums(xs: Sequence[Array], ys: Sequence[Array]) -> Array:
+        return list_row_dots(xs, ys, rows, xp=xp)
+
+    return decided(
+        row_sums, params, grads, updates, rows, delta=delta, wd_ratio=wd_ratio, eps=eps, xp=xp
+    )
+
+
+def decided(
+    row_sums: Callable[[Any, Any], Array],
+    params: Any,
+    grads: Any,
+    updates: Any,
+    rows: Rows,
+    *,
+    delta: float | Array,
+    wd_ratio: float | Array,
+    eps: float | Array,
+    xp: Any,
+) -> Projection:
+    """Steps 1-4 of the projection of a list, from its per-row sums: ``row_sums(x, y)`` gives
+    ``<x_i, y_i>`` for every row ``i`` of ``rows``, as a ``(rows,)`` array, for ``x`` and ``y``
+    among ``params``, ``grads`` and ``updates`` (however the list is held: a sequence of
+    arrays, or one packed array). Returns what [`projection`][adamp_core.batched.projection]
+    does."""
+    dtype = rows.fan.dtype
+
+    def sums(xs: Any, ys: Any) -> Array:
+        return rows.padded(row_sums(xs, ys), xp)
 
     # 1. and 2. The channel and layer tests, for every array at once
     ww, gg, wg = sums(params, params), sums(grads, grads), sums(params, grads)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
 
 from .config import AdamPConfig, SGDPConfig
-from .namespace import namespace_of
+from .namespace import compute_dtype, namespace_of
+from .packed import Packing
 from .state import AdamPState, SGDPState, init_adamp, init_sgdp
 from .updates import adamp_update, sgdp_update
 
@@ -33,25 +35,59 @@ def _state_type(config: Config) -> type:
     raise TypeError(f"config must be an AdamPConfig or an SGDPConfig, got {type(config).__name__}")
 
 
-def init(params: Array | Sequence[Array], config: Config) -> State | list[State]:
+def init(
+    params: Array | Sequence[Array], config: Config, *, packed: bool = False
+) -> State | list[State]:
     """Fresh optimizer state for ``params``.
 
     Args:
       params: one array, or a list/tuple of arrays, of any array-API library.
       config: an [`AdamPConfig`][adamp_core.AdamPConfig] or [`SGDPConfig`][adamp_core.SGDPConfig].
+      packed: for a list of arrays of one dtype and device, one state for the whole list,
+        its moments flat, ``(total elements,)`` in the packed order of
+        [`adamp_core.packed`][adamp_core.packed]. [`step`][adamp_core.step] then updates
+        the whole list with a few operations per step instead of a dozen per array, and
+        with one step count: every gradient must be given at every step.
 
     Returns:
       For one array, its [`AdamPState`][adamp_core.AdamPState] or
       [`SGDPState`][adamp_core.SGDPState] (zeros, step 0); for a sequence, a list of
-      them in the same order.
+      them in the same order, or with ``packed`` one state for the list.
+
+    Raises:
+      TypeError: a non-floating array; with ``packed``, arrays of several dtypes.
+      ValueError: with ``packed``, a single array, an empty list, or several devices.
     """
     make = init_adamp if _state_type(config) is AdamPState else init_sgdp
     arrays, many = _as_list(params)
+    if packed and (not many or not arrays):
+        raise ValueError("packed=True packs a non-empty list or tuple of arrays")
     xp = namespace_of(*arrays)
     for i, p in enumerate(arrays):
         _check_float(p, f"params[{i}]" if many else "params", xp)
+    if packed:
+        for i, p in enumerate(arrays[1:], 1):
+            _check_like_packed(p, arrays[0], f"params[{i}]")
+        total = sum(math.prod(p.shape) for p in arrays)
+        like = arrays[0]
+        return make(
+            xp.zeros((total,), dtype=like.dtype, device=array_api_compat.device(like)), xp=xp
+        )
     states = [make(p, xp=xp) for p in arrays]
     return states if many else states[0]
+
+
+def _check_like_packed(p: Array, first: Array, name: str) -> None:
+    if p.dtype != first.dtype:
+        raise TypeError(
+            f"a packed state holds one dtype: {name} is {p.dtype}, params[0] {first.dtype}; "
+            "pack the arrays of each dtype apart"
+        )
+    dp, df = array_api_compat.device(p), array_api_compat.device(first)
+    if dp is not None and df is not None and dp != df:
+        raise ValueError(
+            f"a packed state lives on one device: {name} is on {dp}, params[0] on {df}"
+        )
 
 
 def _check_float(p: Array, name: str, xp: Any) -> None:
@@ -80,7 +116,8 @@ def _not_writable(a: Array) -> str | None:
     strides = getattr(a, "strides", None)
     if strides is None and callable(getattr(a, "stride", None)):
         strides = a.stride()
-    if strides is not None and any(st == 0 and n > 1 for st, n in zip(strides, a.shape)):
+    shared = any(st == 0 and n > 1 for st, n in zip(strides or (), a.shape))
+    if shared and 0 not in tuple(a.shape):  # an empty array has no elements to share
         return "shares memory between its elements (a zero stride: expanded or broadcast)"
     return None
 
@@ -168,6 +205,8 @@ def step(
     Everything is checked before anything is written, so a step that raises
     leaves every parameter and state array as it was.
     """
+    if isinstance(state, (AdamPState, SGDPState)) and isinstance(params, (list, tuple)):
+        return _packed_step(params, grads, state, config, inplace)
     param_list, many = _as_list(params)
     grad_list, grads_many = _as_list(grads)
     state_list, states_many = _as_list(state)
@@ -184,3 +223,90 @@ def step(
     if not many:
         return new_params[0], new_states[0]
     return (tuple(new_params) if isinstance(params, tuple) else new_params), new_states
+
+
+#: Packings made, by shapes, dtype, device and library (a few lists per process)
+_PACKINGS: dict[tuple[Any, ...], Packing] = {}
+
+
+def _packing(params: list[Array], xp: Any) -> Packing:
+    first = params[0]
+    key = (
+        tuple(tuple(p.shape) for p in params),
+        str(first.dtype),
+        repr(array_api_compat.device(first)),
+        getattr(xp, "__name__", type(xp).__name__),
+    )
+    if key not in _PACKINGS:
+        if len(_PACKINGS) >= 16:
+            _PACKINGS.pop(next(iter(_PACKINGS)))
+        dtype = compute_dtype(first.dtype, xp)
+        _PACKINGS[key] = Packing([tuple(p.shape) for p in params], like=first, dtype=dtype)
+    return _PACKINGS[key]
+
+
+def _packed_step(
+    params: Sequence[Array], grads: Any, state: State, config: Config, inplace: bool
+) -> tuple[Any, State]:
+    """``step`` of a list with one packed state (from ``init(..., packed=True)``)."""
+    state_type = _state_type(config)
+    if not isinstance(state, state_type):
+        raise TypeError(
+            f"state is a {type(state).__name__}; {type(config).__name__} needs "
+            f"{state_type.__name__} (from adamp_core.init)"
+        )
+    if not isinstance(grads, (list, tuple)) or len(grads) != len(params) or not params:
+        raise ValueError("a packed state steps a non-empty list: grads must be a list as long")
+    missing = [i for i, g in enumerate(grads) if g is None]
+    if missing:
+        raise ValueError(
+            f"a packed state steps every array at once (one step count): grads[{missing[0]}] "
+            "is None; give every gradient, or keep per-array states (init without packed)"
+        )
+    as_tuple = isinstance(params, tuple)
+    params, grads = list(params), list(grads)
+    xp = namespace_of(*params, *grads, *state)
+    total = 0
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        _check_float(p, f"params[{i}]", xp)
+        if i:
+            _check_like_packed(p, params[0], f"params[{i}]")
+        _check_like(g, p, f"grads[{i}]")
+        total += math.prod(p.shape)
+    for field, a in zip(state_type._fields, state, strict=True):
+        if field == "step":
+            if tuple(a.shape) != () or not xp.isdtype(a.dtype, "real floating"):
+                raise ValueError("state.step must be a 0-d floating array")
+            continue
+        if tuple(a.shape) != (total,):
+            raise ValueError(
+                f"state.{field} has shape {tuple(a.shape)}; a packed state of these params "
+                f"has ({total},) (from adamp_core.init(params, config, packed=True))"
+            )
+        if a.dtype != params[0].dtype:
+            raise TypeError(f"state.{field} has dtype {a.dtype}, the params {params[0].dtype}")
+    if inplace:
+        named = [(f"params[{i}]", p) for i, p in enumerate(params)]
+        for name, a in named + [(f"state.{f}", a) for f, a in zip(state_type._fields, state)]:
+            problem = _not_writable(a)
+            if problem:
+                raise ValueError(
+                    f"inplace=True needs writable arrays, but {name} {problem}; use "
+                    "inplace=False and keep the returned arrays"
+                )
+    packing = _packing(params, xp)
+    update = adamp_update if isinstance(config, AdamPConfig) else sgdp_update
+    new_flat, new_state, _ = update(
+        packing.pack(params, xp),
+        packing.pack(grads, xp),
+        state,
+        **config.update_kwargs(),
+        inplace=inplace,
+        xp=packing.namespace(xp),
+    )
+    new_params = packing.unpack(new_flat, xp)
+    if inplace:
+        for p, new in zip(params, new_params, strict=True):
+            p[...] = new
+        new_params = params
+    return (tuple(new_params) if as_tuple else new_params), new_state

@@ -177,11 +177,15 @@ class CountedArray:
     """Marker base: see :func:`count_raw_step`."""
 
 
-def count_raw_step(config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2) -> Counter:
+def count_raw_step(
+    config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2, packed: bool = False
+) -> Counter:
     """Array operations and scalar conversions of ``adamp_core.step`` on a list of arrays, as
     CuPy would launch them: NumPy arrays of a subclass that counts every ufunc and NumPy
-    function applied to it (CuPy launches a kernel for each), and every Python scalar turned
-    into an array (``cupy.asarray(0.5)`` is a host-to-device copy). Counts of the last step.
+    function applied to it (CuPy launches a kernel for each) but a reshape that returns a
+    view, every write of an array into another (``a[...] = b``, a copy kernel), and every
+    Python scalar turned into an array (``cupy.asarray(0.5)`` is a host-to-device copy).
+    Counts of the last step, in place; ``packed``: with one packed state for the list.
     """
     import numpy as np
 
@@ -203,12 +207,26 @@ def count_raw_step(config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2
             return result
 
         def __array_function__(self, func, types, args, kwargs):
-            if func.__name__ not in ("shape", "ndim", "result_type", "may_share_memory"):
-                counts["ops"] += 1
-            counts[f"op {func.__name__}"] += 1
-            plain = [a.view(np.ndarray) if isinstance(a, Counted) else a for a in args]
+            def uncounted(a):
+                if isinstance(a, (list, tuple)):  # concat's arrays
+                    return type(a)(uncounted(x) for x in a)
+                return a.view(np.ndarray) if isinstance(a, Counted) else a
+
+            plain = [uncounted(a) for a in args]
             result = func(*plain, **kwargs)
+            view = func is np.reshape and np.shares_memory(result, plain[0])
+            if func.__name__ not in ("shape", "ndim", "result_type", "may_share_memory") and (
+                not view
+            ):
+                counts["ops"] += 1
+                counts[f"op {func.__name__}"] += 1
             return result.view(Counted) if isinstance(result, np.ndarray) else result
+
+        def __setitem__(self, key, value):
+            if isinstance(value, np.ndarray):
+                counts["ops"] += 1
+                counts["op setitem"] += 1
+            super().__setitem__(key, value)
 
     import array_api_compat.numpy as compat
 
@@ -223,7 +241,12 @@ def count_raw_step(config: Any, shapes: list[tuple[int, ...]], *, steps: int = 2
     params = [rng.standard_normal(s).astype(np.float32).view(Counted) for s in shapes]
     # every state array counted too, however init made it (an operation on uncounted arrays
     # alone would be missed)
-    state = [type(s)(*(a.view(Counted) for a in s)) for s in adamp_core.init(params, config)]
+    made = adamp_core.init(params, config, packed=packed)
+    state = (
+        type(made)(*(a.view(Counted) for a in made))
+        if packed
+        else [type(s)(*(a.view(Counted) for a in s)) for s in made]
+    )
     compat.asarray = asarray
     try:
         for _ in range(steps):

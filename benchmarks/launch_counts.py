@@ -141,8 +141,9 @@ def _raw_rows(workload: str) -> list[str]:
         ("adamp_core.step, AdamP", ac.AdamPConfig(weight_decay=1e-2)),
         ("adamp_core.step, SGDP", ac.SGDPConfig(0.1, momentum=0.9, nesterov=True)),
     ):
-        c = count_raw_step(config, WORKLOADS[workload]())
-        rows.append(f"| {name} | {c['ops']:,} | {c['scalar conversions']} |")
+        for packed, state in ((False, "a state per array"), (True, "one packed state")):
+            c = count_raw_step(config, WORKLOADS[workload](), packed=packed)
+            rows.append(f"| {name}, {state} | {c['ops']:,} | {c['scalar conversions']} |")
     return rows
 
 

@@ -28,6 +28,8 @@ RESNET = WORKLOADS["resnet50"]()
 #: The launch budget of one default CUDA step on ResNet-50 or ViT-B/16 shapes (the official
 #: package launches thousands).
 MAX_LAUNCHES = 150
+#: The array-operation budget of ``adamp_core.step`` on ResNet-50 shapes with a packed state.
+MAX_RAW_OPERATIONS = 400
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,21 @@ def test_raw_step_turns_no_python_scalar_into_an_array(config, counting):
     assert counts["scalar conversions"] == 0, counts
 
 
+@pytest.mark.parametrize(
+    "config",
+    [ac.AdamPConfig(weight_decay=1e-2), ac.SGDPConfig(0.1, momentum=0.9, nesterov=True)],
+    ids=["AdamP", "SGDP"],
+)
+def test_raw_step_of_a_packed_list_stays_within_budget(config, counting):
+    """With one packed state, a step of ResNet-50's 161 arrays is a few operations over the
+    whole list plus one write back per array (in place); a state per array takes thousands."""
+    packed = counting.count_raw_step(config, RESNET, packed=True)
+    apart = counting.count_raw_step(config, RESNET)
+    assert packed["ops"] <= MAX_RAW_OPERATIONS < apart["ops"], packed.most_common(12)
+    assert packed["op setitem"] == len(RESNET)  # each parameter written back once
+    assert packed["scalar conversions"] == 0
+
+
 def test_raw_count_does_not_depend_on_how_the_state_was_made(counting, monkeypatch):
     """Every array of the state is counted, also when ``init`` returns plain arrays (an
     operation on the moments or the step count alone is still a kernel on CuPy)."""
@@ -181,7 +198,8 @@ def test_raw_count_does_not_depend_on_how_the_state_was_made(counting, monkeypat
     counted = counting.count_raw_step(config, RESNET[:12])["ops"]
     made_by_init = ac.init
 
-    def plain_init(params, config):
+    def plain_init(params, config, packed=False):
+        assert not packed
         return [
             type(s)(*(np.asarray(a).view(np.ndarray).copy() for a in s))
             for s in made_by_init(params, config)
