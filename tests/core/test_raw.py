@@ -134,6 +134,9 @@ def test_zero_dim_and_empty_params(backend):
         assert np.isfinite(backend.to_numpy(new[0])) and backend.to_numpy(new[0]) != 2.0
         info = ac.projection(params[1], grads[1], grads[1], delta=0.1, wd_ratio=0.1, eps=1e-8)
         assert int(info.branch) == ac.NONE and float(info.ratio) == 1.0
+        if backend.writeable:  # in place too: an empty array (NumPy strides it 0) shares nothing
+            kept, _ = ac.step(params, grads, state, config, inplace=True)
+            assert kept[0] is params[0] and float(backend.to_numpy(params[0])) != 2.0
 
 
 # --- errors: each raises before anything changes -------------------------------------------
