@@ -187,7 +187,9 @@ def step(
         (any that ``array_api_compat`` supports), real floating dtypes.
       grads: matching gradients; a ``None`` gradient leaves its parameter and
         state untouched.
-      state: from [`init`][adamp_core.init] (one state, or a sequence of them).
+      state: from [`init`][adamp_core.init]: one state, or a sequence of them, or for a
+        list of arrays one packed state (``init(..., packed=True)``), which steps the
+        whole list at once and needs every gradient.
       config: [`AdamPConfig`][adamp_core.AdamPConfig] or [`SGDPConfig`][adamp_core.SGDPConfig].
       inplace: write the new values into ``params`` and ``state``, which must be
         writable; immutable arrays raise ``ValueError``.
@@ -199,8 +201,9 @@ def step(
     Raises:
       TypeError: arrays from different libraries, a non-floating parameter,
         a dtype mismatch, or a state of the wrong kind.
-      ValueError: a shape or device mismatch, different lengths, or
-        ``inplace=True`` with read-only arrays.
+      ValueError: a shape or device mismatch, different lengths,
+        ``inplace=True`` with read-only arrays, or a ``None`` gradient with a packed
+        state.
 
     Everything is checked before anything is written, so a step that raises
     leaves every parameter and state array as it was.
