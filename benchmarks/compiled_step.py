@@ -1,5 +1,6 @@
 """Compiled PyTorch steps: how long the first step takes (compilation, from a cold Inductor
-cache) and how fast the later ones are, against the eager ``torch.optim.AdamW(foreach=True)``.
+cache), how fast the later ones are, against the eager ``torch.optim.AdamW(foreach=True)``,
+and how much memory a step allocates at its peak.
 
     python benchmarks/compiled_step.py [--rounds 15] [--workload resnet50] [--out docs/snippets/compiled-step.md]
 
@@ -25,7 +26,7 @@ from pathlib import Path
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
 
 import torch
-from shapes import WORKLOADS
+from shapes import WORKLOADS, count
 from timing import Bench, measure
 from torch_step import _params
 
@@ -47,6 +48,27 @@ def _batched(step: Callable[[], object], device: str) -> Callable[[], object]:
             namespace.batched_devices = held
 
     return run
+
+
+def peak_bytes(step: Callable[[], object]) -> int:
+    """Peak extra memory of one call of ``step``: the running sum of the sizes of the blocks
+    it allocates and frees, in order, as the profiler records them. Unlike a dispatch mode
+    (``counting.step_bytes``) the profiler sees the buffers of compiled code."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        step()
+    records = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def _synchronized(step: Callable[[], object]) -> Callable[[], object]:
@@ -87,7 +109,11 @@ def prepare(workload: str, device: str) -> Bench:
         step()
         first[name] = time.perf_counter() - started
         print(f"first step of {name}: {first[name]:.1f} s", flush=True)
-    return Bench(f"Compiled steps, {workload}", steps, lambda name: REFERENCE, first)
+
+    def memory() -> dict[str, float]:
+        return {name: peak_bytes(step) / 2**20 for name, step in steps.items()}
+
+    return Bench(f"Compiled steps, {workload}", steps, lambda name: REFERENCE, first, memory)
 
 
 def main() -> None:
@@ -98,18 +124,24 @@ def main() -> None:
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     (results,) = measure([prepare(args.workload, device)], args.rounds, label="compiled")
+    total = count(WORKLOADS[args.workload]())
     lines = [
         f"Compiled steps on {args.workload} shapes, float32, on {device} "
         f"({torch.get_num_threads()} threads, torch {torch.__version__}): the first step from a "
-        "cold Inductor cache, and the median step time against the eager "
-        f"`torch.optim.AdamW(foreach=True)` over {results[0].rounds} interleaved rounds.",
+        "cold Inductor cache, the median step time against the eager "
+        f"`torch.optim.AdamW(foreach=True)` over {results[0].rounds} interleaved rounds, and the "
+        "peak of the memory a step allocates beyond the state (the profiler's allocation "
+        "records, which see compiled code's buffers too).",
         "",
-        "| step | first step | median step, ratio |",
-        "|---|---|---|",
+        "| step | first step | median step, ratio | peak extra memory |",
+        "|---|---|---|---|",
     ]
     for r in results:
         first = f"{r.first:.1f} s" if r.first is not None else ""
-        lines.append(f"| {r.name} | {first} | {r.seconds * 1e3:.0f} ms, {r.ratio_text()} |")
+        memory = f"{r.memory_mb:.0f} MB ({r.memory_mb * 2**20 / total:.1f} B/param)"
+        lines.append(
+            f"| {r.name} | {first} | {r.seconds * 1e3:.0f} ms, {r.ratio_text()} | {memory} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -136,10 +136,10 @@ def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> 
     the whole list written into one buffer by one multi-tensor pass, then one segmented sum."""
     if torch.compiler.is_compiling():
         # compiled code pays for each write into a view of one buffer with a copy of the
-        # whole buffer (quadratic in the list); the products, concatenated, fuse instead
-        products = torch._foreach_mul(xs, ys)
-        flat = torch.cat([p.reshape(-1) for p in products])
-        return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True)
+        # whole buffer (quadratic in the list); each tensor's products, summed by rows in the
+        # kernel that makes them, need no buffer at all
+        sums = [(x * y).reshape(r, -1).sum(1) for x, y, r in zip(xs, ys, layout.rows)]
+        return torch.cat(sums)
     flat, views = layout.scratch(xs[0])
     flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
     torch._foreach_addcmul_(views, xs, ys)

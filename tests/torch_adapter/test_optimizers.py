@@ -622,7 +622,7 @@ def test_the_compiled_batched_step_writes_no_view_of_a_shared_buffer(
     train(model, opt, 1)
     opt.step = torch.compile(opt.step, fullgraph=True, backend=aot_autograd(fw_compiler=capture))
     train(model, opt, 1)
-    assert "aten.segment_reduce.default" in targets  # the batched projection was traced
+    assert "aten.index_select.default" in targets  # the batched projection was traced (padding)
     assert [t for t in targets if "scatter" in t] == []
 
 
