@@ -151,25 +151,34 @@ def _validate(
         _check_like(grads[i], p, f"grads{tag}")
         for field in state_type._fields:
             if field == "step":
-                if not hasattr(s.step, "shape") or not hasattr(s.step, "dtype"):
-                    raise TypeError(
-                        f"state{tag}.step must be a 0-d floating array (from adamp_core.init), "
-                        f"got {type(s.step).__name__}"
-                    )
-                if tuple(s.step.shape) != () or not xp.isdtype(s.step.dtype, "real floating"):
-                    raise ValueError(f"state{tag}.step must be a 0-d floating array")
+                _check_step(s.step, f"state{tag}.step", xp)
                 continue
             _check_like(getattr(s, field), p, f"state{tag}.{field}")
         if inplace:
-            for name, a in (("params", p), *zip(state_type._fields, s)):
-                problem = _not_writable(a)
-                if problem:
-                    raise ValueError(
-                        f"inplace=True needs writable arrays, but {name}{tag} {problem} "
-                        f"({type(a).__module__}.{type(a).__name__}); use inplace=False and keep "
-                        "the returned arrays"
-                    )
+            _check_writable(
+                [(f"params{tag}", p), *((f"{f}{tag}", a) for f, a in zip(state_type._fields, s))]
+            )
     return xp
+
+
+def _check_step(step: Any, name: str, xp: Any) -> None:
+    if not hasattr(step, "shape") or not hasattr(step, "dtype"):
+        raise TypeError(
+            f"{name} must be a 0-d floating array (from adamp_core.init), got {type(step).__name__}"
+        )
+    if tuple(step.shape) != () or not xp.isdtype(step.dtype, "real floating"):
+        raise ValueError(f"{name} must be a 0-d floating array")
+
+
+def _check_writable(named: list[tuple[str, Array]]) -> None:
+    for name, a in named:
+        problem = _not_writable(a)
+        if problem:
+            raise ValueError(
+                f"inplace=True needs writable arrays, but {name} {problem} "
+                f"({type(a).__module__}.{type(a).__name__}); use inplace=False and keep "
+                "the returned arrays"
+            )
 
 
 def step(
@@ -278,8 +287,7 @@ def _packed_step(
         total += math.prod(p.shape)
     for field, a in zip(state_type._fields, state, strict=True):
         if field == "step":
-            if tuple(a.shape) != () or not xp.isdtype(a.dtype, "real floating"):
-                raise ValueError("state.step must be a 0-d floating array")
+            _check_step(a, "state.step", xp)
             continue
         if tuple(a.shape) != (total,):
             raise ValueError(
@@ -290,13 +298,7 @@ def _packed_step(
             raise TypeError(f"state.{field} has dtype {a.dtype}, the params {params[0].dtype}")
     if inplace:
         named = [(f"params[{i}]", p) for i, p in enumerate(params)]
-        for name, a in named + [(f"state.{f}", a) for f, a in zip(state_type._fields, state)]:
-            problem = _not_writable(a)
-            if problem:
-                raise ValueError(
-                    f"inplace=True needs writable arrays, but {name} {problem}; use "
-                    "inplace=False and keep the returned arrays"
-                )
+        _check_writable(named + [(f"state.{f}", a) for f, a in zip(state_type._fields, state)])
     packing = _packing(params, xp)
     update = adamp_update if isinstance(config, AdamPConfig) else sgdp_update
     new_flat, new_state, _ = update(
