@@ -142,8 +142,10 @@ class DeviceScalars:
     """Hyperparameters as 0-d tensors in the step dtype, on the parameters' device, kept
     between steps: changing them never recompiles, and a value that did not change costs
     nothing. A changed value is written with ``fill_`` (a kernel, no host-to-device copy,
-    so no stream synchronization); a tensor hyperparameter (a scheduled ``lr``) is used as
-    it is, cast where needed."""
+    so no stream synchronization); a tensor hyperparameter (a scheduled ``lr``) on the
+    parameters' device is used as it is, cast where needed, and one on the CPU beside
+    parameters elsewhere is read on the host, as a Python value (copying it to the device
+    each step would synchronize)."""
 
     def __init__(self) -> None:
         self._held: dict[tuple[Any, ...], tuple[torch.Tensor, Any]] = {}
@@ -152,6 +154,8 @@ class DeviceScalars:
         dtype = step_dtype(like.dtype, torch)
         out = {}
         for name, value in hyper.items():
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu" != like.device.type:
+                value = value.item()  # read on the host, refilled below: no copy to the device
             if isinstance(value, torch.Tensor):
                 out[name] = value.to(device=like.device, dtype=dtype)
                 continue

@@ -136,6 +136,13 @@ def test_compiled_hyperparameters_stay_on_the_device():
     assert first["lr"] is again["lr"]
     changed = scalars(0, {"lr": 0.05, "weight_decay": 0.0}, like)
     assert changed["lr"] is first["lr"] and changed["lr"].item() == torch.tensor(0.05).item()
+    # a CPU tensor lr beside parameters on another device: read on the host, refilled in
+    # the held device tensor (a copy per step would be a new tensor each time)
+    on_meta = torch.empty(3, device="meta")
+    lr = torch.tensor(0.1)
+    held = scalars(1, {"lr": lr}, on_meta)["lr"]
+    lr.fill_(0.02)
+    assert held.device.type == "meta" and scalars(1, {"lr": lr}, on_meta)["lr"] is held
 
 
 @pytest.mark.parametrize("kind", ["adamp", "sgdp"])
