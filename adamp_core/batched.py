@@ -23,9 +23,14 @@ from .kernels import list_row_dots
 from .namespace import compute_dtype, namespace_of
 from .radial import Projection, branch, decay_ratio, decide, radial_coefficients
 
-__all__ = ["Rows", "decided", "projection"]
+__all__ = ["Rows", "decided", "projection", "tested"]
 
 Array = Any
+
+
+def tested(shape: tuple[int, ...]) -> bool:
+    """Whether an array of this shape is tested: 2 or more dimensions, and elements."""
+    return len(shape) >= 2 and math.prod(shape) > 0
 
 
 class Rows:
@@ -49,7 +54,7 @@ class Rows:
         self.shapes = [tuple(s) for s in shapes]
         self.numels = [math.prod(s) for s in self.shapes]
         #: per array: tested (2+ dimensions, not empty)
-        self.tested_list = [len(s) >= 2 and n > 0 for s, n in zip(self.shapes, self.numels)]
+        self.tested_list = [tested(s) for s in self.shapes]
         #: per array: its number of rows (1 for an untested array)
         self.rows = [s[0] if t else 1 for s, t in zip(self.shapes, self.tested_list)]
         #: per array: the length of its rows

@@ -15,11 +15,12 @@ length of their rows (their fan), then the others, each in list order within its
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from .batched import Rows, decided
+from .batched import Rows, decided, tested
 from .namespace import compute_dtype, with_overrides
 from .radial import Projection
 
@@ -38,39 +39,39 @@ class Packing:
     """
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], *, like: Array, dtype: Any) -> None:
-        shapes = [tuple(s) for s in shapes]
-        numels = [math.prod(s) for s in shapes]
-        tested = [len(s) >= 2 and n > 0 for s, n in zip(shapes, numels, strict=True)]
-        fans = [n // s[0] if t else n for s, n, t in zip(shapes, numels, tested, strict=True)]
+        self.shapes = [tuple(s) for s in shapes]
+        self.numels = [math.prod(s) for s in self.shapes]
+        self.total = sum(self.numels)
+
+        def place(i: int) -> tuple[bool, int]:  # tested first, by fan; then the others
+            shape = self.shapes[i]
+            return (False, self.numels[i] // shape[0]) if tested(shape) else (True, 0)
+
         #: the list's indices in packed order
-        self.order = sorted(range(len(shapes)), key=lambda i: (not tested[i], fans[i] * tested[i]))
-        self.shapes, self.numels = shapes, numels
-        self.total = sum(numels)
-        offsets, at = [0] * len(shapes), 0
-        for i in self.order:
-            offsets[i] = at
-            at += numels[i]
+        self.order = sorted(range(len(self.shapes)), key=place)
+        #: the rows of the arrays, in packed order
+        self.rows = rows = Rows([self.shapes[i] for i in self.order], like=like, dtype=dtype)
+        starts = list(itertools.accumulate(rows.numels, initial=0))
         #: per array (list order): where its elements start in the packed layout
-        self.offsets = offsets
-        #: the rows of the arrays in packed order
-        self.rows = Rows([shapes[i] for i in self.order], like=like, dtype=dtype)
-        #: blocks of rows of one fan: (first element, rows, fan)
+        self.offsets = [0] * len(self.shapes)
+        for k, i in enumerate(self.order):
+            self.offsets[i] = starts[k]
+        #: blocks of consecutive rows of one fan: (first element, rows, fan)
         self.blocks: list[tuple[int, int, int]] = []
-        for i in self.order:
-            if not tested[i]:
-                continue
-            if self.blocks and self.blocks[-1][2] == fans[i]:
-                start, count, fan = self.blocks[-1]
-                self.blocks[-1] = (start, count + shapes[i][0], fan)
-            else:
-                self.blocks.append((offsets[i], shapes[i][0], fans[i]))
-        rows, index = self.rows, self.rows.padded_index.dtype
+        for start, is_tested, count, fan in zip(
+            starts, rows.tested_list, rows.rows, rows.fans, strict=False
+        ):
+            if is_tested and self.blocks and self.blocks[-1][2] == fan:
+                self.blocks[-1] = (self.blocks[-1][0], self.blocks[-1][1] + count, fan)
+            elif is_tested:
+                self.blocks.append((start, count, fan))
+        index = rows.padded_index.dtype
         #: per row in packed order: its length; per array in packed order: its size
         self.row_lengths = rows.on_device(
             [f for r, f in zip(rows.rows, rows.fans, strict=True) for _ in range(r)], index
         )
         self.sizes = rows.on_device(rows.numels, index)
-        untested = len(shapes) - sum(tested)
+        untested = rows.tested_list.count(False)
         #: the sums of the untested arrays' rows, never read (their tests are off)
         self._untested = rows.on_device([0] * untested, dtype) if untested else None
 

@@ -120,8 +120,9 @@ _GROUP_CACHE: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 def compiled_group(update: Callable[..., Any]) -> Callable[..., Any]:
     """[`group_step`][adapters.torch.foreach.group_step] of ``update`` compiled as one graph
-    (``fullgraph=True``), once per process. Python-number hyperparameters are graph inputs
-    (not constants): a schedule changing them, or the step count, recompiles nothing."""
+    (``fullgraph=True``), once per process. Give it the hyperparameters that change as 0-d
+    device tensors (``DeviceScalars``): Dynamo compiles Python numbers read from a dict in
+    as constants, and would recompile for each new learning rate."""
     if update not in _GROUP_CACHE:
         _GROUP_CACHE[update] = _quiet(torch.compile(_GROUP_STEPS[update], fullgraph=True))
     return _GROUP_CACHE[update]

@@ -272,24 +272,32 @@ class _ProjectedOptimizer(Optimizer):
         group_index: int,
     ) -> None:
         fn = compiled(self._update)
-        static = {k: kwargs.pop(k) for k in _STATIC}
-        tensors: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
+        hyper: dict[tuple[torch.dtype, torch.device], dict[str, Any]] = {}
         for p, g in zip(params, grads, strict=True):
             state = self._core_state([self.state[p]], lambda ts: ts[0])
             buffers = [b for k, b in zip(self._state_keys, state, strict=True) if k != "step"]
             if not can_view(p, g, *buffers):  # empty or channels_last: the eager path
-                self._single_step(p, g, {**kwargs, **static})
+                self._single_step(p, g, kwargs)
                 continue
             key = (p.dtype, p.device)
-            if key not in tensors:
-                tensors[key] = self._device_scalars(group_index, kwargs, p)
+            if key not in hyper:
+                hyper[key] = self._compiled_hyperparameters(group_index, kwargs, p)
             views = type(state)(
                 *(
                     b if k == "step" else flat_view(b)
                     for k, b in zip(self._state_keys, state, strict=True)
                 )
             )
-            self._projections[p] = fn(flat_view(p), flat_view(g), views, **static, **tensors[key])
+            self._projections[p] = fn(flat_view(p), flat_view(g), views, **hyper[key])
+
+    def _compiled_hyperparameters(
+        self, group_index: int, kwargs: dict[str, Any], like: torch.Tensor
+    ) -> dict[str, Any]:
+        """``kwargs`` for a compiled step: the ``_STATIC`` ones as they are, the others as
+        device tensors beside ``like`` (see ``DeviceScalars``)."""
+        scalars = {k: v for k, v in kwargs.items() if k not in _STATIC}
+        static = {k: v for k, v in kwargs.items() if k in _STATIC}
+        return {**static, **self._device_scalars(group_index, scalars, like)}
 
     def _foreach_step(
         self,
@@ -306,12 +314,10 @@ class _ProjectedOptimizer(Optimizer):
         for (all_ps, all_gs), _ in grouped.values():
             hyper, step = kwargs, group_step
             if compiled_in_group is not None:
-                static = {k: v for k, v in kwargs.items() if k in _STATIC}
-                scalars = {k: v for k, v in kwargs.items() if k not in _STATIC}
-                hyper = {**static, **self._device_scalars(compiled_in_group, scalars, all_ps[0])}
+                hyper = self._compiled_hyperparameters(compiled_in_group, kwargs, all_ps[0])
                 step = compiled_group(self._update)
             for ps, gs in _chunks(all_ps, all_gs, chunk_size):
-                if compiled_in_group is not None and namespace.batches(ps):
+                if compiled_in_group is not None:
                     namespace.layout(ps)  # made outside the graph, which only reads it
                 state = self._core_state([self.state[p] for p in ps], list)
                 self._keep_projections(ps, step(self._update, ps, gs, state, hyper))
