@@ -142,8 +142,9 @@ def decided(
     """Steps 1-4 of the projection of a list, from its per-row sums: ``row_sums(x, y)`` gives
     ``<x_i, y_i>`` for every row ``i`` of ``rows``, as a ``(rows,)`` array, for ``x`` and ``y``
     among ``params``, ``grads`` and ``updates`` (however the list is held: a sequence of
-    arrays, or one packed array). Returns what [`projection`][adamp_core.batched.projection]
-    does."""
+    arrays, or one packed array). The sums of untested arrays' rows are masked out, never
+    read: they may be anything (0, say). Returns what
+    [`projection`][adamp_core.batched.projection] does."""
     dtype = rows.fan.dtype
 
     def sums(xs: Any, ys: Any) -> Array:

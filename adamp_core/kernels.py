@@ -113,7 +113,9 @@ def list_row_dots(xs: Any, ys: Any, rows: Any, *, xp: Any) -> Array:
     """``<x_r, y_r>`` for every row ``r`` of a list of arrays, as one ``(rows,)`` array in list
     order: the rows of ``rows`` (an [`adamp_core.batched.Rows`][adamp_core.batched.Rows]), an
     untested array being one row of all its elements. Defined as a ``vecdot`` per array and
-    a concatenation; a namespace may compute the sums of the whole list in one pass."""
+    a concatenation; a namespace may compute the sums of the whole list in one pass. The
+    sums of untested arrays are never read (their projection is none whatever they are): a
+    namespace may leave them 0 instead of computing them."""
     fused = _kernel(xp, "list_row_dots")
     if fused is not None:
         return fused(xs, ys, rows)

@@ -61,6 +61,13 @@ class Layout(adamp_core.batched.Rows):
             [i for i, r in enumerate(self.rows) for _ in range(r)], torch.int64
         )
         self.total = sum(self.numels)
+        pairs = list(zip(self.rows, self.tested_list, strict=True))
+        place, zero = itertools.count(), sum(r for r, t in pairs if t)
+        #: ``(rows,)``: each row's place among the rows of the tested tensors, or for the row
+        #: of an untested tensor the zero after them (``row_dots`` when compiled)
+        self.tested_row_index = self.on_device(
+            [next(place) if t else zero for r, t in pairs for _ in range(r)], torch.int64
+        )
         self._plan_expansion()
 
     def _plan_expansion(self) -> None:
@@ -137,9 +144,12 @@ def row_dots(xs: list[torch.Tensor], ys: list[torch.Tensor], layout: Layout) -> 
     if torch.compiler.is_compiling():
         # compiled code pays for each write into a view of one buffer with a copy of the
         # whole buffer (quadratic in the list); each tensor's products, summed by rows in the
-        # kernel that makes them, need no buffer at all
-        sums = [(x * y).reshape(r, -1).sum(1) for x, y, r in zip(xs, ys, layout.rows)]
-        return torch.cat(sums)
+        # kernel that makes them, need no buffer at all. The rows of untested tensors are
+        # never read (list_row_dots): left 0, they add no kernel to compile and run.
+        tested = zip(xs, ys, layout.rows, layout.tested_list, strict=True)
+        sums = [(x * y).reshape(r, -1).sum(1) for x, y, r, t in tested if t]
+        zero = torch.zeros(1, dtype=xs[0].dtype, device=xs[0].device)
+        return torch.cat([*sums, zero]).index_select(0, layout.tested_row_index)
     flat, views = layout.scratch(xs[0])
     flat.zero_()  # one kernel; then 0 + x*y is x*y exactly, in one multi-tensor pass
     torch._foreach_addcmul_(views, xs, ys)

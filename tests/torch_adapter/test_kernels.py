@@ -143,6 +143,35 @@ def test_list_row_dots_matches_the_core(channels_last):
     close(kernels.list_row_dots(xs, ys, layout, xp=_BATCHED), expected)
 
 
+@pytest.mark.compiled_code  # the ops of torch 2.13's functionalized graph
+def test_compiled_list_row_dots_sum_only_the_tested_tensors():
+    """Compiled, the sums of a list are one reduction per tested tensor and none for the
+    rest: their rows, which the projection never reads, are 0. The tested rows are the
+    core's sums."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    from adapters.torch.batched import Layout, row_dots
+
+    shapes = [(6, 3, 2, 2), (5,), (4, 7), (0, 3), (9, 2), (), (3,)]
+    xs, ys = map(list, zip(*(_tensors(s, 2, seed=i) for i, s in enumerate(shapes))))
+    layout = Layout(xs, torch.float64)
+    targets: list[str] = []
+
+    def capture(graph, inputs):
+        targets.extend(str(n.target) for n in graph.graph.nodes if n.op == "call_function")
+        return make_boxed_func(graph.forward)
+
+    torch._dynamo.reset()
+    traced = torch.compile(row_dots, fullgraph=True, backend=aot_autograd(fw_compiler=capture))
+    got = traced(xs, ys, layout)
+    assert targets.count("aten.sum.dim_IntList") == sum(layout.tested_list) == 3
+    tested = torch.tensor([t for t, r in zip(layout.tested_list, layout.rows) for _ in range(r)])
+    expected = kernels.list_row_dots(xs, ys, layout, xp=plain)
+    close(got[tested], expected[tested])
+    assert (got[~tested] == 0).all()
+
+
 @pytest.mark.parametrize("mode", ["random", "channel", "layer", "zero"])
 def test_foreach_projection_matches_the_core(mode):
     """The foreach namespace's batched projection gives, per tensor, the core's projection:
