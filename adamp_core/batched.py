@@ -116,7 +116,10 @@ def projection(
     xp = namespace_of(params[0]) if xp is None else xp
     dtype = compute_dtype(params[0].dtype, xp)
     if dtype != params[0].dtype:
-        widened = ([xp.astype(a, dtype) for a in ts] for ts in (params, grads, updates))
+        widened = (
+            [a if a.dtype == dtype else xp.astype(a, dtype) for a in ts]
+            for ts in (params, grads, updates)
+        )
         params, grads, updates = widened
 
     def row_sums(xs: Sequence[Array], ys: Sequence[Array]) -> Array:

@@ -128,29 +128,30 @@ def adam_step(
     A namespace may supply the whole of this as one kernel, ``adam_step_(grad,
     exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps)``: it updates the moments
     in place and returns ``d``, or ``None`` when it cannot handle these arrays
-    (then the definition here runs). It is used only with ``inplace``, without
-    ``nesterov`` and when the moments' dtype is their compute dtype: one pass over
-    memory instead of six.
+    (then the definition here runs). It is used only with ``inplace`` and without
+    ``nesterov``, on the moments themselves or, for half-precision ones, on their
+    float32 copies: one pass over memory instead of six.
     """
-    fused = getattr(xp, "adam_step_", None)
-    if (
-        fused is not None
-        and inplace
-        and not nesterov
-        and compute_dtype(exp_avg.dtype, xp) == exp_avg.dtype
-    ):
+    fused = getattr(xp, "adam_step_", None) if inplace and not nesterov else None
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
+    dtype = compute_dtype(exp_avg.dtype, xp)
+    if fused is not None and dtype == exp_avg.dtype:
         d = fused(grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
         if d is not None:
             return exp_avg, exp_avg_sq, d
-    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
-    dtype = compute_dtype(exp_avg.dtype, xp)
     if dtype != exp_avg.dtype:
         # Half-precision moments: updated in float32 and the step taken from those, then
         # stored rounded. (1-b2)*g*g can underflow to 0 in float16 while m does not, and a
         # step from the stored v would then be m/eps.
         wide = [_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq)]
-        m, v = adam_moments(*wide, beta1=beta1, beta2=beta2, xp=xp)
-        d = _adam_d(wide[0], m, v, step, **hyper, xp=xp)
+        d = None
+        if fused is not None:  # the copies are temporaries: the kernel may update them
+            d = fused(*wide, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+        if d is None:
+            m, v = adam_moments(*wide, beta1=beta1, beta2=beta2, xp=xp)
+            d = _adam_d(wide[0], m, v, step, **hyper, xp=xp)
+        else:
+            m, v = wide[1:]
         if not inplace:
             return _as(m, exp_avg.dtype, xp), _as(v, exp_avg_sq.dtype, xp), d
         exp_avg[...] = _as(m, exp_avg.dtype, xp)

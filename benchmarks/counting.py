@@ -7,7 +7,8 @@ its own CUDA path; a ``TorchDispatchMode`` inside sees every ATen operation of `
   launch nothing. A ``_foreach_*`` operation is launched as CUDA's ``multi_tensor_apply``
   does: tensors are packed into launches of at most 110/64/48/36/30 tensors (by the number of
   lists) and 320 blocks of 65536 elements; where its lists differ in shape, dtype or layout
-  pairwise, it falls back to one launch per tensor.
+  pairwise, it falls back to one launch per tensor. ``_foreach_copy_`` converts: its two
+  lists may differ in dtype, each list having one.
 - **syncs**: conversions of a device value to a Python one (``item``, ``bool``), each a
   stream synchronization.
 - **copies**: host-to-device copies (``torch.as_tensor(0.5, device="cuda")`` is one): pageable
@@ -53,7 +54,8 @@ class Counts:
     syncs: int = 0
     copies: int = 0
     bytes: int = 0
-    ops: Counter = field(default_factory=Counter)
+    ops: Counter = field(default_factory=Counter)  #: calls per operation
+    launches_by_op: Counter = field(default_factory=Counter)  #: launches per operation
 
     @property
     def estimate_ms(self) -> float:
@@ -66,16 +68,18 @@ def _tensors(x: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
 
 
-def _foreach_launches(lists: list[list[torch.Tensor]]) -> int:
+def _foreach_launches(lists: list[list[torch.Tensor]], *, converts: bool = False) -> int:
+    """Launches of a multi-tensor operation on ``lists``; ``converts``: the operation may
+    pair lists of different dtypes (``_foreach_copy_``), each list of one dtype."""
     first = lists[0]
     same = all(
         len(other) == len(first)
         and all(
-            a.shape == b.shape and a.dtype == b.dtype and a.stride() == b.stride()
+            a.shape == b.shape and (a.dtype == b.dtype or converts) and a.stride() == b.stride()
             for a, b in zip(first, other, strict=True)
         )
         for other in lists[1:]
-    )
+    ) and all(len({t.dtype for t in ts}) == 1 for ts in lists)
     dense = all(
         t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) for t in first
     )
@@ -108,6 +112,14 @@ class _Counter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         c = self.counts
         c.ops[name] += 1
+        before = c.launches
+        try:
+            return self._count(func, name, args, kwargs)
+        finally:
+            c.launches_by_op[name] += c.launches - before
+
+    def _count(self, func, name, args, kwargs):
+        c = self.counts
         if name in SYNCS and any(t.device.type == "cuda" for t in _tensors(args)):
             c.syncs += 1  # fake tensors hold no value: answer as a nonzero one would
             return True if name == "is_nonzero" else 1
@@ -134,7 +146,8 @@ class _Counter(TorchDispatchMode):
             ]
             if not name.endswith("_") and outputs:
                 lists.append(list(out) if isinstance(out, (list, tuple)) else [out])
-            c.launches += _foreach_launches(lists) if lists else 1
+            converts = name == "_foreach_copy_"
+            c.launches += _foreach_launches(lists, converts=converts) if lists else 1
         elif name.startswith("_fused_"):  # params, grads, moments; then the 0-d steps
             lists = [
                 a
@@ -148,17 +161,24 @@ class _Counter(TorchDispatchMode):
 
 
 def count_torch_step(
-    make_optimizer, shapes: list[tuple[int, ...]], *, warmup: int = 1, channels_last: bool = False
+    make_optimizer,
+    shapes: list[tuple[int, ...]],
+    *,
+    warmup: int = 1,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> Counts:
     """Counts of one ``step()`` (after ``warmup`` steps) of ``make_optimizer(params)`` on fake
-    CUDA parameters of ``shapes`` with gradients set; with ``channels_last``, the 4-D ones in
-    that memory format (as GPU training of conv nets often keeps them)."""
+    CUDA parameters of ``shapes`` and ``dtype`` with gradients set; with ``channels_last``,
+    the 4-D ones in that memory format (as GPU training of conv nets often keeps them)."""
     counts = Counts()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with FakeTensorMode(allow_non_fake_inputs=True):
         params = [
             torch.nn.Parameter(
-                torch.empty(s, device="cuda", memory_format=fmt if len(s) == 4 else None)
+                torch.empty(
+                    s, device="cuda", dtype=dtype, memory_format=fmt if len(s) == 4 else None
+                )
             )
             for s in shapes
         ]

@@ -132,7 +132,12 @@ class ForeachNamespace:
             return x.to(dtype)
         if isinstance(x, Packed):
             return x.astype(dtype)
-        return TensorList([t.to(dtype) for t in x.tensors])
+        if all(t.dtype == dtype for t in x.tensors):
+            return x
+        # one multi-tensor copy, which converts, instead of a cast per tensor
+        wide = [torch.empty_like(t, dtype=dtype) for t in x.tensors]
+        torch._foreach_copy_(wide, x.tensors)
+        return TensorList(wide)
 
     # adamp_core.kernels over whole lists: the same values, no list-sized temporaries
     @staticmethod
@@ -210,6 +215,9 @@ class ForeachNamespace:
         if not self.batches(tensors) or channel_axis != 0 or not all(plain(t) for t in tensors):
             return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
         layout = self.layout(param.tensors)
+        # half-precision lists widened here, one multi-tensor copy each (the core would cast
+        # each tensor)
+        param, grad, update = (self.astype(x, layout.fan.dtype) for x in (param, grad, update))
         proj = adamp_core.batched.projection(
             param.tensors, grad.tensors, update.tensors, layout, xp=_BATCHED, **hyper
         )

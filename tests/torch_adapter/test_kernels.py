@@ -235,6 +235,42 @@ def test_fused_adam_step_over_lists_matches_the_core():
             close(g, e)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("lists", [False, True])
+def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypatch):
+    """Half-precision moments step with the fused kernel on their float32 copies: the step
+    in float32 and the moments rounded back, as the core's definition computes them (to
+    the rounding of each dtype)."""
+    shapes = [(5, 3), (7,), (300, 200)]
+    inputs = [
+        [x.to(dtype) for x in _adam_inputs(s, i)[:3]] + [torch.tensor(3.0)]
+        for i, s in enumerate(shapes)
+    ]
+    expected = [
+        adam_step(g, m.clone(), v.clone(), t, nesterov=False, inplace=True, xp=plain, **HYPER)
+        for g, m, v, t in inputs
+    ]
+    fused, kernel = [], torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: fused.append(kernel(*a, **k)))
+    if lists:
+        got = adam_step(
+            *(TensorList([x[k] for x in inputs]) for k in range(4)),
+            nesterov=False,
+            inplace=True,
+            xp=namespace,
+            **HYPER,
+        )
+        got = list(zip(*(field.tensors for field in got), strict=True))
+    else:
+        xp = element_namespace()
+        got = [adam_step(*x, nesterov=False, inplace=True, xp=xp, **HYPER) for x in inputs]
+    assert len(fused) == (1 if lists else len(shapes))  # the fused kernel took the step
+    for fields, want in zip(got, expected, strict=True):
+        m_got, v_got, d_got = fields
+        assert (m_got.dtype, v_got.dtype, d_got.dtype) == (dtype, dtype, torch.float32)
+        torch.testing.assert_close(list(fields), list(want))
+
+
 def test_fused_adam_step_declines_what_it_cannot_do():
     xp = element_namespace(Workspace())
     grad, m, v, step = _adam_inputs((4, 3), 0)
