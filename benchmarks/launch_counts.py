@@ -34,18 +34,26 @@ TORCH_ROWS = {
 
 #: Rows counted again with the conv weights in channels_last (ResNet-50 has 4-D weights).
 CHANNELS_LAST_ROWS = ("torch.optim.AdamW(foreach=True)", "ours AdamP, CUDA default (foreach)")
+#: Rows counted again with bfloat16 parameters (and so gradients and moments).
+HALF_ROWS = (
+    "torch.optim.AdamW(foreach=True)",
+    "ours AdamP, CUDA default (foreach)",
+    "ours SGDP, CUDA default (foreach)",
+)
 
 
 def _torch_rows(workload: str) -> list[str]:
     rows = []
     shapes = WORKLOADS[workload]()
-    runs = [(name, make, False) for name, make in TORCH_ROWS.items()]
+    runs = [(name, make, {}) for name, make in TORCH_ROWS.items()]
     if any(len(s) == 4 for s in shapes):
         runs += [
-            (f"{n}, channels_last conv weights", TORCH_ROWS[n], True) for n in CHANNELS_LAST_ROWS
+            (f"{n}, channels_last conv weights", TORCH_ROWS[n], {"channels_last": True})
+            for n in CHANNELS_LAST_ROWS
         ]
-    for name, make, channels_last in runs:
-        c = count_torch_step(make, shapes, channels_last=channels_last)
+    runs += [(f"{n}, bfloat16", TORCH_ROWS[n], {"dtype": torch.bfloat16}) for n in HALF_ROWS]
+    for name, make, options in runs:
+        c = count_torch_step(make, shapes, **options)
         rows.append(
             f"| {name} | {c.launches:,} | {c.syncs} | {c.copies} | {c.estimate_ms:.2f} ms |"
         )
