@@ -28,6 +28,7 @@ TORCH_ROWS = {
     "official adamp.AdamP": lambda p: __import__("adamp").AdamP(p, weight_decay=1e-2),
     "ours AdamP, CUDA default (foreach)": lambda p: AdamP(p, weight_decay=1e-2),
     "ours AdamP foreach=False": lambda p: AdamP(p, weight_decay=1e-2, foreach=False),
+    "ours AdamP nesterov=True": lambda p: AdamP(p, weight_decay=1e-2, nesterov=True),
     "ours SGDP, CUDA default (foreach)": lambda p: SGDP(p, lr=0.1, momentum=0.9, nesterov=True),
 }
 
