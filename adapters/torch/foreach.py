@@ -134,6 +134,8 @@ class ForeachNamespace:
             return x.astype(dtype)
         if all(t.dtype == dtype for t in x.tensors):
             return x
+        if not all(plain(t) for t in x.tensors):  # DTensor: no sharding rule for the copy
+            return TensorList([t.to(dtype) for t in x.tensors])
         # one multi-tensor copy, which converts, instead of a cast per tensor
         wide = [torch.empty_like(t, dtype=dtype) for t in x.tensors]
         torch._foreach_copy_(wide, x.tensors)

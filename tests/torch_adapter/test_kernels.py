@@ -271,6 +271,27 @@ def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypa
         torch.testing.assert_close(list(fields), list(want))
 
 
+def test_foreach_astype_widens_a_list_with_one_copy_except_for_subclasses(monkeypatch):
+    """A half-precision list is widened by one converting ``_foreach_copy_``; a list of
+    tensor subclasses (DTensor has no sharding rule for that copy) is cast tensor by tensor.
+    A list already in the dtype is returned as it is."""
+    copies, real = [], torch._foreach_copy_
+    monkeypatch.setattr(torch, "_foreach_copy_", lambda *a, **k: copies.append(real(*a, **k)))
+
+    class Sub(torch.Tensor):
+        pass
+
+    half = [torch.randn(4, 3).to(torch.bfloat16), torch.randn(5).to(torch.bfloat16)]
+    for tensors, n_copies in ((half, 1), ([t.as_subclass(Sub) for t in half], 0)):
+        copies.clear()
+        wide = namespace.astype(TensorList(tensors), torch.float32)
+        assert len(copies) == n_copies
+        for w, t in zip(wide.tensors, tensors, strict=True):
+            assert w.dtype == torch.float32 and torch.equal(w, t.to(torch.float32))
+    same = TensorList(half)
+    assert namespace.astype(same, torch.bfloat16) is same
+
+
 def test_fused_adam_step_declines_what_it_cannot_do():
     xp = element_namespace(Workspace())
     grad, m, v, step = _adam_inputs((4, 3), 0)
