@@ -58,6 +58,18 @@ def _hyperparameter(value: Any) -> Any:
     return value.reshape(()) if isinstance(value, torch.Tensor) else value
 
 
+def _on_host_beside(hyper: dict[str, Any], like: torch.Tensor) -> dict[str, Any]:
+    """``hyper`` with each CPU tensor read as a number when ``like`` (a parameter) is on an
+    accelerator: reading it waits for no device, and multi-tensor kernels take a number
+    with the list where a CPU tensor beside it would run them once per tensor."""
+    if like.device.type == "cpu":
+        return hyper
+    return {
+        k: v.item() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
+        for k, v in hyper.items()
+    }
+
+
 def _chunks(
     params: list[torch.Tensor], grads: list[torch.Tensor], chunk_size: int | None
 ) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
@@ -312,7 +324,7 @@ class _ProjectedOptimizer(Optimizer):
         hyperparameters then go in as device tensors, see ``DeviceScalars``)."""
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
         for (all_ps, all_gs), _ in grouped.values():
-            hyper, step = kwargs, group_step
+            hyper, step = _on_host_beside(kwargs, all_ps[0]), group_step
             if compiled_in_group is not None:
                 hyper = self._compiled_hyperparameters(compiled_in_group, kwargs, all_ps[0])
                 step = compiled_group(self._update)
