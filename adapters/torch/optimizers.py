@@ -61,8 +61,10 @@ def _hyperparameter(value: Any) -> Any:
 def _on_host_beside(hyper: dict[str, Any], like: torch.Tensor) -> dict[str, Any]:
     """``hyper`` with each CPU tensor read as a number when ``like`` (a parameter) is on an
     accelerator: reading it waits for no device, and multi-tensor kernels take a number
-    with the list where a CPU tensor beside it would run them once per tensor."""
-    if like.device.type == "cpu":
+    with the list where a CPU tensor beside it would run them once per tensor. Not while
+    ``torch.compile`` traces the step: there the tensor is a graph input, and reading it
+    would specialize the graph on its value."""
+    if like.device.type == "cpu" or torch.compiler.is_compiling():
         return hyper
     return {
         k: v.item() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v

@@ -627,6 +627,29 @@ def test_the_compiled_batched_step_writes_no_view_of_a_shared_buffer(
     assert [t for t in targets if "scatter" in t] == []
 
 
+def test_a_cpu_learning_rate_beside_accelerator_params_is_read_eagerly_only():
+    """Beside parameters on an accelerator (meta here), the eager step reads a CPU-tensor
+    learning rate as a number (multi-tensor kernels take a number, not a CPU tensor beside
+    each tensor); a traced step keeps it a tensor, a graph input, so that a schedule
+    changing it in place recompiles nothing (reading it would break or specialize the
+    graph)."""
+    from adapters.torch.optimizers import _on_host_beside
+
+    lr, like = torch.tensor(0.25, dtype=torch.float64), torch.empty(2, device="meta")
+    assert _on_host_beside({"lr": lr}, like) == {"lr": 0.25}
+    assert _on_host_beside({"lr": lr}, torch.empty(2))["lr"] is lr  # CPU parameters
+
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def traced(lr):
+        return _on_host_beside({"lr": lr}, like)["lr"] * 2
+
+    assert traced(lr).item() == 0.5
+    lr.fill_(0.5)
+    assert traced(lr).item() == 1.0
+
+
 @pytest.mark.parametrize("cls", [AdamP, SGDP])
 def test_a_step_can_be_replayed_as_a_cuda_graph_would(cls, foreach):
     """What capturing a step in a CUDA graph needs, checked on CPU: after a warm-up step,
