@@ -27,7 +27,7 @@ from adamp_core.state import step_dtype
 from .foreach import group_step
 from .kernels import element_namespace
 
-__all__ = ["DeviceScalars", "can_view", "compiled", "compiled_group", "flat_view"]
+__all__ = ["DeviceScalars", "can_view", "compiled", "compiled_group", "flat_view", "read_on_host"]
 
 _ELEMENTS = element_namespace()
 
@@ -139,14 +139,25 @@ def flat_view(t: torch.Tensor) -> torch.Tensor:
     return t.view(t.shape[0], -1) if t.ndim >= 2 else t.view(-1)
 
 
+def read_on_host(hyper: dict[str, Any], params: list[torch.Tensor]) -> dict[str, Any]:
+    """``hyper`` with each CPU tensor read as a number when a parameter is on an accelerator:
+    reading it waits for no device, where copying it to the device each step would, and
+    multi-tensor kernels take a number with the list where a CPU tensor beside it would run
+    them once per tensor. Not while ``torch.compile`` traces the step: there the tensor is a
+    graph input, and reading it would specialize the graph on its value."""
+    on_cpu = [k for k, v in hyper.items() if isinstance(v, torch.Tensor) and v.device.type == "cpu"]
+    if not on_cpu or torch.compiler.is_compiling() or all(p.device.type == "cpu" for p in params):
+        return hyper
+    return {**hyper, **{k: hyper[k].item() for k in on_cpu}}
+
+
 class DeviceScalars:
     """Hyperparameters as 0-d tensors in the step dtype, on the parameters' device, kept
     between steps: changing them never recompiles, and a value that did not change costs
     nothing. A changed value is written with ``fill_`` (a kernel, no host-to-device copy,
-    so no stream synchronization); a tensor hyperparameter (a scheduled ``lr``) on the
-    parameters' device is used as it is, cast where needed, and one on the CPU beside
-    parameters elsewhere is read on the host, as a Python value (copying it to the device
-    each step would synchronize)."""
+    so no stream synchronization); a tensor hyperparameter (a scheduled ``lr``) is used as
+    it is, cast where needed (``read_on_host`` reads one on the CPU beside parameters
+    elsewhere first)."""
 
     def __init__(self) -> None:
         self._held: dict[tuple[Any, ...], tuple[torch.Tensor, Any]] = {}
@@ -155,8 +166,6 @@ class DeviceScalars:
         dtype = step_dtype(like.dtype, torch)
         out = {}
         for name, value in hyper.items():
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu" != like.device.type:
-                value = value.item()  # read on the host, refilled below: no copy to the device
             if isinstance(value, torch.Tensor):
                 out[name] = value.to(device=like.device, dtype=dtype)
                 continue

@@ -138,8 +138,8 @@ def fused_adam_step(
     Returns:
       The steps, or ``None`` where the kernel does not apply: tensor hyperparameters
       other than ``lr`` (the compiled path), tensor subclasses such as DTensor,
-      devices without the kernel, an ``lr`` on another accelerator (one on the CPU is
-      read as a number), a gradient laid out unlike its moments.
+      devices without the kernel, an ``lr`` on another device, a gradient laid out
+      unlike its moments.
     """
     if torch.compiler.is_compiling() or not all(
         isinstance(h, (int, float)) for h in (beta1, beta2, eps)
@@ -151,9 +151,7 @@ def fused_adam_step(
     ):
         return None
     if isinstance(lr, torch.Tensor) and lr.device != first.device:
-        if lr.device.type != "cpu":
-            return None
-        lr = lr.item()  # a host value: reading it waits for no device (a copy would)
+        return None
     if any(m.stride() != g.stride() for m, g in zip(exp_avgs, grads, strict=True)):
         return None  # the kernel wants one layout for a parameter's tensors
     slots = out if out is not None else [None] * len(exp_avgs)

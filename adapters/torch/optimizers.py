@@ -18,7 +18,14 @@ import adamp_core
 from adamp_core.radial import deciding_threshold
 from adamp_core.state import step_dtype
 
-from .compiled import DeviceScalars, can_view, compiled, compiled_group, flat_view
+from .compiled import (
+    DeviceScalars,
+    can_view,
+    compiled,
+    compiled_group,
+    flat_view,
+    read_on_host,
+)
 from .foreach import group_step, namespace
 from .kernels import SMALL, Workspace, element_namespace
 
@@ -56,20 +63,6 @@ def _checkable(name: str, value: Any) -> Any:
 def _hyperparameter(value: Any) -> Any:
     """A group's value for the core: a one-element tensor as a 0-d one (a view)."""
     return value.reshape(()) if isinstance(value, torch.Tensor) else value
-
-
-def _on_host_beside(hyper: dict[str, Any], like: torch.Tensor) -> dict[str, Any]:
-    """``hyper`` with each CPU tensor read as a number when ``like`` (a parameter) is on an
-    accelerator: reading it waits for no device, and multi-tensor kernels take a number
-    with the list where a CPU tensor beside it would run them once per tensor. Not while
-    ``torch.compile`` traces the step: there the tensor is a graph input, and reading it
-    would specialize the graph on its value."""
-    if like.device.type == "cpu" or torch.compiler.is_compiling():
-        return hyper
-    return {
-        k: v.item() if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v
-        for k, v in hyper.items()
-    }
 
 
 def _chunks(
@@ -223,7 +216,8 @@ class _ProjectedOptimizer(Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One optimization step; returns the closure's loss (``None`` without a closure).
 
-        Performs no tensor-to-Python conversion, so it never waits on the device.
+        Reads no device value on the host (a CPU-tensor hyperparameter beside parameters
+        elsewhere is read as a number, see ``read_on_host``), so it never waits on the device.
         """
         loss = None
         if closure is not None:
@@ -236,7 +230,7 @@ class _ProjectedOptimizer(Optimizer):
                 continue
             if group["maximize"]:
                 grads = torch._foreach_neg(grads)
-            kwargs = self._hyperparameters(group)
+            kwargs = read_on_host(self._hyperparameters(group), params)
             foreach = group["foreach"]
             on_cuda = all(p.is_cuda for p in params)
             if group["compile"] and namespace.batches(params):
@@ -326,7 +320,7 @@ class _ProjectedOptimizer(Optimizer):
         hyperparameters then go in as device tensors, see ``DeviceScalars``)."""
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads])
         for (all_ps, all_gs), _ in grouped.values():
-            hyper, step = _on_host_beside(kwargs, all_ps[0]), group_step
+            hyper, step = kwargs, group_step
             if compiled_in_group is not None:
                 hyper = self._compiled_hyperparameters(compiled_in_group, kwargs, all_ps[0])
                 step = compiled_group(self._update)

@@ -633,17 +633,17 @@ def test_a_cpu_learning_rate_beside_accelerator_params_is_read_eagerly_only():
     each tensor); a traced step keeps it a tensor, a graph input, so that a schedule
     changing it in place recompiles nothing (reading it would break or specialize the
     graph)."""
-    from adapters.torch.optimizers import _on_host_beside
+    from adapters.torch.compiled import read_on_host
 
     lr, like = torch.tensor(0.25, dtype=torch.float64), torch.empty(2, device="meta")
-    assert _on_host_beside({"lr": lr}, like) == {"lr": 0.25}
-    assert _on_host_beside({"lr": lr}, torch.empty(2))["lr"] is lr  # CPU parameters
+    assert read_on_host({"lr": lr}, [like]) == {"lr": 0.25}
+    assert read_on_host({"lr": lr}, [torch.empty(2)])["lr"] is lr  # CPU parameters
 
     torch._dynamo.reset()
 
     @torch.compile(fullgraph=True, backend="eager")
     def traced(lr):
-        return _on_host_beside({"lr": lr}, like)["lr"] * 2
+        return read_on_host({"lr": lr}, [like])["lr"] * 2
 
     assert traced(lr).item() == 0.5
     lr.fill_(0.5)
