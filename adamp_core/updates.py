@@ -127,40 +127,43 @@ def adam_step(
 
     A namespace may supply the whole of this as one kernel, ``adam_step_(grad,
     exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps)``: it updates the moments
-    in place and returns ``d``, or ``None`` when it cannot handle these arrays
-    (then the definition here runs). It is used only with ``inplace`` and without
-    ``nesterov``, on the moments themselves or, for half-precision ones, on their
-    float32 copies: one pass over memory instead of six.
+    in place and returns ``d``, or ``None``, having changed nothing, when it cannot
+    handle these arrays (then the definition here runs). It is used only with
+    ``inplace``, on the moments themselves or, for half-precision ones, on their
+    float32 copies: one pass over memory instead of six. With ``nesterov`` it runs on
+    a copy of the first moment already updated: the kernel's own update of that copy,
+    ``b1*m + (1-b1)*g``, is Nesterov's numerator.
     """
-    fused = getattr(xp, "adam_step_", None) if inplace and not nesterov else None
     hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)
     dtype = compute_dtype(exp_avg.dtype, xp)
-    if fused is not None and dtype == exp_avg.dtype:
-        d = fused(grad, exp_avg, exp_avg_sq, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
-        if d is not None:
-            return exp_avg, exp_avg_sq, d
-    if dtype != exp_avg.dtype:
-        # Half-precision moments: updated in float32 and the step taken from those, then
-        # stored rounded. (1-b2)*g*g can underflow to 0 in float16 while m does not, and a
-        # step from the stored v would then be m/eps.
-        wide = [_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq)]
-        d = None
-        if fused is not None:  # the copies are temporaries: the kernel may update them
-            d = fused(*wide, step, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    # Half-precision moments are updated in float32 and the step taken from those, then
+    # stored rounded: (1-b2)*g*g can underflow to 0 in float16 while m does not, and a
+    # step from the stored v would then be m/eps.
+    g, m, v = (_as(a, dtype, xp) for a in (grad, exp_avg, exp_avg_sq))
+    if not inplace:
+        m, v = adam_moments(g, m, v, beta1=beta1, beta2=beta2, xp=xp)
+        d = _adam_d(g, m, v, step, **hyper, xp=xp)
+        return _as(m, exp_avg.dtype, xp), _as(v, exp_avg_sq.dtype, xp), d
+    fused = getattr(xp, "adam_step_", None)
+    kernel = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+    d = None
+    if nesterov:  # the first moment now, then the kernel on a copy of it
+        m = scale_add_(m, beta1, g, 1 - beta1, xp=xp)
+        if fused is not None:
+            d = fused(g, xp.asarray(m, copy=True), v, step, **kernel)
         if d is None:
-            m, v = adam_moments(*wide, beta1=beta1, beta2=beta2, xp=xp)
-            d = _adam_d(wide[0], m, v, step, **hyper, xp=xp)
-        else:
-            m, v = wide[1:]
-        if not inplace:
-            return _as(m, exp_avg.dtype, xp), _as(v, exp_avg_sq.dtype, xp), d
+            v = scale_addcmul_(v, beta2, g, g, 1 - beta2, xp=xp)
+    else:
+        if fused is not None:
+            d = fused(g, m, v, step, **kernel)
+        if d is None:
+            m, v = adam_moments(g, m, v, beta1=beta1, beta2=beta2, inplace=True, xp=xp)
+    if d is None:
+        d = _adam_d(g, m, v, step, **hyper, xp=xp)
+    if dtype != exp_avg.dtype:
         exp_avg[...] = _as(m, exp_avg.dtype, xp)
         exp_avg_sq[...] = _as(v, exp_avg_sq.dtype, xp)
-        return exp_avg, exp_avg_sq, d
-    exp_avg, exp_avg_sq = adam_moments(
-        grad, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, inplace=inplace, xp=xp
-    )
-    return exp_avg, exp_avg_sq, _adam_d(grad, exp_avg, exp_avg_sq, step, **hyper, xp=xp)
+    return exp_avg, exp_avg_sq, d
 
 
 def _adam_d(

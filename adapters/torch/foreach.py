@@ -116,6 +116,16 @@ class TensorList(ListValue):
         torch._foreach_copy_(self.tensors, value.tensors)
 
 
+def _copy(x: TensorList, dtype: torch.dtype) -> TensorList:
+    """A copy of ``x`` in ``dtype``: one multi-tensor copy, which converts, instead of a
+    copy per tensor (per tensor for DTensor, which has no sharding rule for it)."""
+    if not all(plain(t) for t in x.tensors):
+        return TensorList([t.to(dtype, copy=True) for t in x.tensors])
+    out = [torch.empty_like(t, dtype=dtype) for t in x.tensors]
+    torch._foreach_copy_(out, x.tensors)
+    return TensorList(out)
+
+
 class ForeachNamespace:
     """The few namespace functions the element-wise pieces call, over ``TensorList``."""
 
@@ -134,12 +144,12 @@ class ForeachNamespace:
             return x.astype(dtype)
         if all(t.dtype == dtype for t in x.tensors):
             return x
-        if not all(plain(t) for t in x.tensors):  # DTensor: no sharding rule for the copy
-            return TensorList([t.to(dtype) for t in x.tensors])
-        # one multi-tensor copy, which converts, instead of a cast per tensor
-        wide = [torch.empty_like(t, dtype=dtype) for t in x.tensors]
-        torch._foreach_copy_(wide, x.tensors)
-        return TensorList(wide)
+        return _copy(x, dtype)
+
+    @staticmethod
+    def asarray(x: TensorList, *, copy: bool) -> TensorList:
+        """The standard ``asarray`` of a list: the list itself, or with ``copy`` a copy."""
+        return _copy(x, x.dtype) if copy else x
 
     # adamp_core.kernels over whole lists: the same values, no list-sized temporaries
     @staticmethod

@@ -80,27 +80,30 @@ def test_torch_cuda_step_never_waits_for_the_device(counting, kind, path):
     assert (counts.syncs, counts.copies) == (0, 0), counts.ops
 
 
-@pytest.mark.parametrize("lr", ["float", "cpu tensor"])
+@pytest.mark.parametrize("variant", ["float lr", "cpu tensor lr", "nesterov"])
 @pytest.mark.parametrize("workload", ["resnet50", "vit_b16"])
 @pytest.mark.parametrize("kind", ["AdamP", "SGDP"])
 def test_torch_cuda_default_step_launches_at_most_max_launches_kernels(
-    counting, kind, workload, lr
+    counting, kind, workload, variant
 ):
     """The projection of a whole group is batched (adapters/torch/batched.py): a few kernels
     per step instead of dozens per weight (the official package: about 2,500 on ResNet-50).
-    A learning rate held in a CPU tensor (as a scheduler may keep it) is read on the host:
-    Adam's step stays the fused kernel."""
+    A learning rate held in a CPU tensor (as a scheduler may keep it) is read on the host,
+    and Nesterov's step is the fused kernel's too: Adam's step stays one multi-tensor
+    kernel instead of one per tensor."""
     import torch
 
     from adapters import torch as ours
 
     def rate(value):
-        return value if lr == "float" else torch.tensor(value, dtype=torch.float64)
+        return torch.tensor(value, dtype=torch.float64) if variant == "cpu tensor lr" else value
+
+    nesterov = variant == "nesterov"
 
     def make(params):
         if kind == "AdamP":
-            return ours.AdamP(params, lr=rate(1e-3), weight_decay=1e-2)
-        return ours.SGDP(params, lr=rate(0.1), momentum=0.9, weight_decay=1e-4)
+            return ours.AdamP(params, lr=rate(1e-3), weight_decay=1e-2, nesterov=nesterov)
+        return ours.SGDP(params, lr=rate(0.1), momentum=0.9, weight_decay=1e-4, nesterov=nesterov)
 
     counts = counting.count_torch_step(make, WORKLOADS[workload]())
     assert counts.launches <= MAX_LAUNCHES, (counts.launches, counts.ops.most_common(12))

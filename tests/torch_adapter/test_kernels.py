@@ -208,28 +208,39 @@ HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("ns", sorted(NAMESPACES))
 @pytest.mark.parametrize("lr", ["float", "tensor"])
-def test_fused_adam_step_matches_the_core(shape, ns, lr):
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_adam_step_matches_the_core(shape, ns, lr, nesterov, monkeypatch):
+    """The fused kernel's step (with ``nesterov``, run on a copy of the updated first
+    moment) is the core's definition, and leaves the step count alone."""
     hyper = {**HYPER, "lr": torch.tensor(1e-3, dtype=torch.float64)} if lr == "tensor" else HYPER
     grad, m, v, step = _adam_inputs(shape, 0)
     m_ref, v_ref = m.clone(), v.clone()
-    expected = adam_step(grad, m_ref, v_ref, step, nesterov=False, inplace=True, xp=plain, **hyper)
+    expected = adam_step(
+        grad, m_ref, v_ref, step, nesterov=nesterov, inplace=True, xp=plain, **hyper
+    )
     xp = NAMESPACES[ns]()
-    assert xp.adam_step_(grad, m.clone(), v.clone(), step, **hyper) is not None  # fused ran
-    got = adam_step(grad, m, v, step, nesterov=False, inplace=True, xp=xp, **hyper)
+    fused, kernel = [], torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: fused.append(kernel(*a, **k)))
+    got = adam_step(grad, m, v, step, nesterov=nesterov, inplace=True, xp=xp, **hyper)
+    assert len(fused) == 1  # the fused kernel took the step
     for g, e in zip(got, expected, strict=True):
         close(g, e)
     assert step.item() == 3.0  # the kernel reads the step count, never changes it
 
 
-def test_fused_adam_step_over_lists_matches_the_core():
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_adam_step_over_lists_matches_the_core(nesterov, monkeypatch):
     shapes = [(5, 3), (7,), (300, 200)]
     inputs = [_adam_inputs(s, i) for i, s in enumerate(shapes)]
     expected = [
-        adam_step(g, m.clone(), v.clone(), t, nesterov=False, inplace=True, xp=plain, **HYPER)
+        adam_step(g, m.clone(), v.clone(), t, nesterov=nesterov, inplace=True, xp=plain, **HYPER)
         for g, m, v, t in inputs
     ]
     lists = [TensorList([x[k] for x in inputs]) for k in range(4)]
-    got = adam_step(*lists, nesterov=False, inplace=True, xp=namespace, **HYPER)
+    fused, kernel = [], torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", lambda *a, **k: fused.append(kernel(*a, **k)))
+    got = adam_step(*lists, nesterov=nesterov, inplace=True, xp=namespace, **HYPER)
+    assert len(fused) == 1  # one fused kernel over the list
     for field, want in zip(got, zip(*expected, strict=True), strict=True):
         for g, e in zip(field.tensors, want, strict=True):
             close(g, e)
@@ -237,7 +248,8 @@ def test_fused_adam_step_over_lists_matches_the_core():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("lists", [False, True])
-def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypatch):
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, nesterov, monkeypatch):
     """Half-precision moments step with the fused kernel on their float32 copies: the step
     in float32 and the moments rounded back, as the core's definition computes them (to
     the rounding of each dtype)."""
@@ -247,7 +259,7 @@ def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypa
         for i, s in enumerate(shapes)
     ]
     expected = [
-        adam_step(g, m.clone(), v.clone(), t, nesterov=False, inplace=True, xp=plain, **HYPER)
+        adam_step(g, m.clone(), v.clone(), t, nesterov=nesterov, inplace=True, xp=plain, **HYPER)
         for g, m, v, t in inputs
     ]
     fused, kernel = [], torch._fused_adam_
@@ -255,7 +267,7 @@ def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypa
     if lists:
         got = adam_step(
             *(TensorList([x[k] for x in inputs]) for k in range(4)),
-            nesterov=False,
+            nesterov=nesterov,
             inplace=True,
             xp=namespace,
             **HYPER,
@@ -263,7 +275,7 @@ def test_fused_adam_step_of_half_moments_matches_the_core(dtype, lists, monkeypa
         got = list(zip(*(field.tensors for field in got), strict=True))
     else:
         xp = element_namespace()
-        got = [adam_step(*x, nesterov=False, inplace=True, xp=xp, **HYPER) for x in inputs]
+        got = [adam_step(*x, nesterov=nesterov, inplace=True, xp=xp, **HYPER) for x in inputs]
     assert len(fused) == (1 if lists else len(shapes))  # the fused kernel took the step
     for fields, want in zip(got, expected, strict=True):
         m_got, v_got, d_got = fields
