@@ -277,14 +277,21 @@ def test_the_memory_tracker_counts_what_is_alive_at_once():
 def test_cuda_path_temporaries_stay_near_adamw_foreach(workload):
     """The batched CUDA path keeps one list-sized buffer at a time (the projection's products,
     then the expanded per-channel factors), as AdamW(foreach=True) does (its sqrt(v)); AdamP
-    also keeps Adam's step for the projection, one more."""
+    also keeps Adam's step for the projection, one more. Nesterov's copy of the first moment
+    is gone before the projection's buffer is made: it adds nothing to the peak."""
     from launch_counts import MEMORY_ROWS, cuda_path_peak_bytes
+
+    from adapters.torch import AdamP
 
     shapes = WORKLOADS[workload]()
     peak = {name: cuda_path_peak_bytes(make, shapes) for name, make in MEMORY_ROWS.items()}
     adamw = peak["torch.optim.AdamW(foreach=True)"]
     assert peak["ours SGDP, CUDA default (foreach)"] <= 1.1 * adamw
     assert peak["ours AdamP, CUDA default (foreach)"] <= 2.1 * adamw
+    nesterov = cuda_path_peak_bytes(
+        lambda p: AdamP(p, weight_decay=1e-2, foreach=True, nesterov=True), shapes
+    )
+    assert nesterov == peak["ours AdamP, CUDA default (foreach)"]
 
 
 @pytest.mark.parametrize("workload", ["resnet50", "vit_b16"])
