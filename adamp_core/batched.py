@@ -21,7 +21,14 @@ import array_api_compat
 
 from .kernels import list_row_dots
 from .namespace import compute_dtype, namespace_of
-from .radial import Projection, branch, decay_ratio, decide, radial_coefficients
+from .radial import (
+    Projection,
+    branch,
+    decay_ratio,
+    decide,
+    radial_coefficients,
+    unprojected_like,
+)
 
 __all__ = ["Rows", "decided", "projection", "tested"]
 
@@ -149,6 +156,8 @@ def decided(
     read: they may be anything (0, say). Returns what
     [`projection`][adamp_core.batched.projection] does."""
     dtype = rows.fan.dtype
+    if not any(rows.tested_list):  # nothing is tested (shapes say so): no sums to take
+        return unprojected_like(xp.zeros_like(rows.fan), xp)
 
     def sums(xs: Any, ys: Any) -> Array:
         return rows.padded(row_sums(xs, ys), xp)

@@ -45,6 +45,7 @@ __all__ = [
     "projection",
     "radial_coefficients",
     "threshold",
+    "unprojected_like",
 ]
 
 Array = Any
@@ -216,14 +217,27 @@ def branch(decision: Decision, xp: Any) -> Array:
     return xp.where(decision.layer, LAYER, xp.astype(decision.channel, xp.int32) * CHANNEL)
 
 
+def unprojected_like(zeros: Array, xp: Any) -> Projection:
+    """The projection of an array that is not tested (fewer than 2 dimensions, no elements,
+    or no channel axis): coefficient 0, decay ratio 1, branch ``NONE``, cosine NaN.
+
+    Args:
+      zeros: zeros of the compute dtype, of the shape every field takes (``()`` for one
+        array; ``(arrays,)`` for a list, as [`decided`][adamp_core.batched.decided] returns).
+      xp: their namespace.
+    """
+    return Projection(
+        coef=zeros,
+        ratio=xp.ones_like(zeros),
+        branch=xp.full_like(zeros, NONE, dtype=xp.int32),
+        cosine=xp.full_like(zeros, math.nan),
+    )
+
+
 def _unprojected(param: Array, xp: Any) -> Projection:
     zero = zeros_beside(param, (), compute_dtype(param.dtype, xp), xp)
-    return Projection(
-        coef=xp.reshape(zero, (1,) * param.ndim),
-        ratio=xp.ones_like(zero),
-        branch=xp.full_like(zero, NONE, dtype=xp.int32),
-        cosine=xp.full_like(zero, math.nan),
-    )
+    proj = unprojected_like(zero, xp)
+    return proj._replace(coef=xp.reshape(zero, (1,) * param.ndim))
 
 
 def projection(

@@ -49,8 +49,11 @@ Array = Any
 Scalar = float | Array
 
 
-def _as(x: Array, dtype: Any, xp: Any) -> Array:
-    return x if x.dtype == dtype else xp.astype(x, dtype)
+def _as(x: Array | float, dtype: Any, xp: Any) -> Array | float:
+    """``x`` in ``dtype``; a Python number (a namespace's constant) as it is."""
+    if isinstance(x, (int, float)) or x.dtype == dtype:
+        return x
+    return xp.astype(x, dtype)
 
 
 def adam_moments(

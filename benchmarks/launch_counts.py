@@ -30,7 +30,20 @@ TORCH_ROWS = {
     "ours AdamP foreach=False": lambda p: AdamP(p, weight_decay=1e-2, foreach=False),
     "ours AdamP nesterov=True": lambda p: AdamP(p, weight_decay=1e-2, nesterov=True),
     "ours SGDP, CUDA default (foreach)": lambda p: SGDP(p, lr=0.1, momentum=0.9, nesterov=True),
+    "torch.optim.AdamW(foreach=True), no-decay group": lambda p: torch.optim.AdamW(
+        no_decay_groups(p, 1e-2), foreach=True
+    ),
+    "ours AdamP, no-decay group": lambda p: AdamP(no_decay_groups(p, 1e-2)),
 }
+
+
+def no_decay_groups(params: list[torch.Tensor], weight_decay: float) -> list[dict]:
+    """The two groups timm and transformers make: the weights with ``weight_decay``, the
+    biases and norm weights (one dimension) without."""
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 #: Rows counted again with the conv weights in channels_last (ResNet-50 has 4-D weights).

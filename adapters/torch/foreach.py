@@ -60,8 +60,29 @@ class TensorList(ListValue):
         if isinstance(other, Packed):  # one value per tensor or per row, expanded
             return other.expand()
         if isinstance(other, torch.Tensor):
-            return [other] * len(self.tensors)
+            return self._scalar(other) if self._takes(other) else [other] * len(self.tensors)
         return other
+
+    def _pairs(self, other: Any) -> Any:
+        """``other`` as a list for a kernel that has no single-tensor form (``addcmul``): a
+        0-d tensor is paired with each tensor (one kernel per tensor, where the product
+        and the sum are rounded once, as with a number)."""
+        if isinstance(other, torch.Tensor):
+            return [other] * len(self.tensors)
+        return self._arg(other)
+
+    def _takes(self, other: Any) -> bool:
+        """Whether ``other`` is a 0-d tensor that the multi-tensor kernels' single-tensor
+        forms take (on the list's device: one kernel for the list, where a list of it
+        would pair one 0-d tensor with each tensor, one kernel per tensor)."""
+        return (
+            isinstance(other, torch.Tensor)
+            and other.ndim == 0
+            and other.device == self.tensors[0].device
+        )
+
+    def _scalar(self, other: torch.Tensor) -> torch.Tensor:
+        return other if other.dtype == self.dtype else other.to(self.dtype)
 
     def __add__(self, other: Any) -> TensorList:
         return TensorList(torch._foreach_add(self.tensors, self._arg(other)))
@@ -73,6 +94,8 @@ class TensorList(ListValue):
         return self
 
     def __sub__(self, other: Any) -> TensorList:
+        if self._takes(other):  # no single-tensor subtraction: add its negation
+            return TensorList(torch._foreach_add(self.tensors, self._arg(other), alpha=-1))
         return TensorList(torch._foreach_sub(self.tensors, self._arg(other)))
 
     def __rsub__(self, other: Any) -> TensorList:
@@ -81,7 +104,10 @@ class TensorList(ListValue):
         return TensorList(negated)
 
     def __isub__(self, other: Any) -> TensorList:
-        torch._foreach_sub_(self.tensors, self._arg(other))
+        if self._takes(other):
+            torch._foreach_add_(self.tensors, self._arg(other), alpha=-1)
+        else:
+            torch._foreach_sub_(self.tensors, self._arg(other))
         return self
 
     def __mul__(self, other: Any) -> TensorList:
@@ -158,7 +184,7 @@ class ForeachNamespace:
         if isinstance(alpha, (int, float)):
             torch._foreach_add_(y.tensors, x.tensors, alpha=alpha)
         else:
-            torch._foreach_addcmul_(y.tensors, x.tensors, y._arg(alpha))
+            torch._foreach_addcmul_(y.tensors, x.tensors, y._pairs(alpha))
         return y
 
     @staticmethod
@@ -177,7 +203,7 @@ class ForeachNamespace:
         if isinstance(a, (int, float)):
             torch._foreach_add_(y.tensors, b.tensors, alpha=-a)
         else:
-            torch._foreach_addcmul_(y.tensors, y._arg(a), b.tensors, value=-1)
+            torch._foreach_addcmul_(y.tensors, y._pairs(a), b.tensors, value=-1)
         return y
 
     @staticmethod
@@ -227,6 +253,8 @@ class ForeachNamespace:
         if not self.batches(tensors) or channel_axis != 0 or not all(plain(t) for t in tensors):
             return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
         layout = self.layout(param.tensors)
+        if not any(layout.tested_list):  # biases and norm weights, say: no sums, no spreads
+            return self._untested(tensors[0].device, layout.fan.dtype)
         # half-precision lists widened here, one multi-tensor copy each (the core would cast
         # each tensor)
         param, grad, update = (self.astype(x, layout.fan.dtype) for x in (param, grad, update))
@@ -236,6 +264,21 @@ class ForeachNamespace:
         return adamp_core.Projection(
             Packed(proj.coef, layout, "row"), *(Packed(f, layout, "weight") for f in proj[1:])
         )
+
+    def _untested(self, device: torch.device, dtype: torch.dtype) -> adamp_core.Projection:
+        """The core's projection of an untested array, 0-d: that of every tensor of a list in
+        which nothing is tested. The multi-tensor kernels take a 0-d tensor for a whole list
+        in one kernel. Made once per device and dtype and only read (fresh while compiling,
+        where it is a constant of the graph)."""
+        key = (dtype, device, "list")
+        proj = self._never_projected.get(key)
+        if proj is None:
+            zero = torch.zeros((), dtype=dtype, device=device)
+            # the coefficient, 0, as a number: sub_product_ takes it in one kernel
+            proj = adamp_core.radial.unprojected_like(zero, torch)._replace(coef=0.0)
+            if not torch.compiler.is_compiling():
+                self._never_projected[key] = proj
+        return proj
 
     def _per_tensor(
         self, param: TensorList, grad: TensorList, update: TensorList, **kwargs: Any
@@ -272,4 +315,7 @@ def group_step(
     _, _, proj = update(
         TensorList(params), TensorList(grads), lists, inplace=True, xp=namespace, **hyper
     )
-    return [list(field.tensors) for field in proj]
+    return [
+        list(field.tensors) if isinstance(field, ListValue) else [field] * len(params)
+        for field in proj
+    ]

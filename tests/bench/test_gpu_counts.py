@@ -109,6 +109,27 @@ def test_torch_cuda_default_step_launches_at_most_max_launches_kernels(
     assert counts.launches <= MAX_LAUNCHES, (counts.launches, counts.ops.most_common(12))
 
 
+@pytest.mark.parametrize("workload", ["resnet50", "vit_b16"])
+@pytest.mark.parametrize("kind", ["AdamP", "SGDP"])
+def test_a_group_with_nothing_to_test_launches_no_more_than_adamw_foreach(counting, kind, workload):
+    """A group of biases and norm weights (the no-decay group that timm and transformers
+    make) has nothing to test: its projection is the core's for an untested array, one 0-d
+    value for the whole list, and its step launches no more than AdamW(foreach=True)'s on
+    the same tensors (before: the whole batched projection, about a hundred)."""
+    import torch
+
+    from adapters import torch as ours
+
+    shapes = [s for s in WORKLOADS[workload]() if len(s) < 2]
+    adamw = counting.count_torch_step(lambda p: torch.optim.AdamW(p, foreach=True), shapes)
+    if kind == "AdamP":
+        counts = counting.count_torch_step(lambda p: ours.AdamP(p), shapes)
+    else:
+        counts = counting.count_torch_step(lambda p: ours.SGDP(p, lr=0.1, momentum=0.9), shapes)
+    assert (counts.syncs, counts.copies) == (0, 0)
+    assert counts.launches <= adamw.launches, counts.launches_by_op
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("kind", ["AdamP", "SGDP"])
 def test_half_precision_groups_run_no_operation_once_per_tensor(counting, kind, dtype):

@@ -58,6 +58,34 @@ def test_batched_projection_is_the_projection_of_each_array(backend, mode):
         assert {"channel": ac.CHANNEL, "layer": ac.LAYER}[mode] in branches
 
 
+def test_a_list_with_nothing_to_test_is_projected_without_a_sum(backend):
+    """A list of 1-D, 0-d and empty arrays (the biases and norm weights of a no-decay group)
+    gets each array's own projection, and takes no row sums: its shapes decide, as one
+    array's do."""
+    shapes = [(5,), (), (0, 3), (7,)]
+    rng = np.random.default_rng(0)
+    ws, gs, us = ([backend.asarray(rng.standard_normal(s)) for s in shapes] for _ in range(3))
+    rows = batched.Rows(shapes, like=ws[0], dtype=backend.xp.float64)
+    calls = []
+
+    def row_dots(xs, ys, rows, **kwargs):
+        calls.append(len(xs))
+        return ac.kernels.list_row_dots(xs, ys, rows, **kwargs)
+
+    xp = ac.with_overrides(backend.xp, list_row_dots=row_dots)
+    got = batched.projection(ws, gs, us, rows, xp=xp, **HYPER)
+    assert calls == []
+    for field in got:
+        assert tuple(field.shape) == (len(shapes),)
+    for i, (w, g, u) in enumerate(zip(ws, gs, us, strict=True)):
+        expected = ac.projection(w, g, u, **HYPER)
+        for name, field in zip(got._fields, got, strict=True):
+            value = backend.to_numpy(field)[i]
+            want = backend.to_numpy(getattr(expected, name)).reshape(())
+            assert value.dtype == want.dtype, name
+            np.testing.assert_array_equal(value, want, err_msg=name)
+
+
 def test_rows_lay_out_every_row_once():
     rows = batched.Rows(SHAPES, like=np.zeros(1), dtype=np.float64)
     # tested: 6 rows, 4 rows, 9 rows, 1 row; the 1-D, 0-d and empty arrays are one row each

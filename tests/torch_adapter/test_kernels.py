@@ -384,3 +384,62 @@ def test_list_values_meet_tensors_alike_eager_and_compiled(kind, expr):
     traced = torch.compile(fn, fullgraph=True, backend="eager")(t, value)
     for a, b in zip(fn(t, value), traced, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _iadd(x, s):
+    x += s
+    return x
+
+
+def _isub(x, s):
+    x -= s
+    return x
+
+
+def _imul(x, s):
+    x *= s
+    return x
+
+
+def _idiv(x, s):
+    x /= s
+    return x
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x, s: x + s,
+        lambda x, s: x - s,
+        lambda x, s: s - x,
+        lambda x, s: x * s,
+        lambda x, s: x / s,
+        _iadd,
+        _isub,
+        _imul,
+        _idiv,
+    ],
+    ids=["add", "sub", "rsub", "mul", "div", "iadd", "isub", "imul", "idiv"],
+)
+def test_a_0d_tensor_operand_is_one_multi_tensor_kernel(op, monkeypatch):
+    """A 0-d tensor on the list's device (a decay factor the same for every tensor, say)
+    goes to the multi-tensor kernels' single-tensor forms, one kernel for the list, never
+    paired with each tensor (one kernel per tensor on CUDA); the values are those of each
+    tensor's own operation, to the bit."""
+    tensors = [torch.randn(s, dtype=torch.float32) for s in [(5, 3), (7,), (2, 3, 4)]]
+    scalar = torch.tensor(0.37, dtype=torch.float64)
+    paired = []
+    for name in ("_foreach_add", "_foreach_sub", "_foreach_mul", "_foreach_div"):
+        for fn_name in (name, name + "_"):
+            real = getattr(torch, fn_name)
+
+            def spy(*args, real=real, **kwargs):
+                paired.extend(a for a in args[1:] if isinstance(a, list))
+                return real(*args, **kwargs)
+
+            monkeypatch.setattr(torch, fn_name, spy)
+    got = op(TensorList([t.clone() for t in tensors]), scalar)
+    assert paired == []  # no list of the 0-d tensor
+    for g, t in zip(got.tensors, tensors, strict=True):
+        assert g.dtype == t.dtype
+        torch.testing.assert_close(g, op(t.clone(), scalar), rtol=0, atol=0)

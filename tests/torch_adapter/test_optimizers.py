@@ -471,6 +471,48 @@ def test_channels_last_weights_work_and_match_contiguous(foreach):
     assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
 
 
+def _split_groups(model, weight_decay, bias_decay):
+    """Parameter groups as timm and transformers make them: the weights, and the biases and
+    norm weights (nothing to test), without weight decay or, here, with ``bias_decay``."""
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": bias_decay},
+    ]
+
+
+@pytest.mark.parametrize("bias_decay", [0.0, 0.03])
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float lr", "tensor lr"])
+@pytest.mark.parametrize(
+    ("ours", "theirs", "options"),
+    [CASES[2], CASES[4], CASES[6]],
+    ids=["AdamP nesterov", "SGDP", "SGDP nesterov"],
+)
+def test_a_group_of_biases_and_norm_weights_matches_official(
+    ours, theirs, options, tensor_lr, bias_decay, foreach
+):
+    """A group with nothing to test takes the core's untested projection as one 0-d value
+    for the list (on the batched path), and a learning rate in a tensor on the parameters'
+    device is one 0-d operand of the multi-tensor kernels: the official trajectory either
+    way."""
+    m1, m2 = make_model(), make_model()
+    options = dict(options)
+    decay = options.pop("weight_decay", 1e-2) or 1e-2
+    lr = options.pop("lr", 0.01)
+    o1 = ours(
+        _split_groups(m1, decay, bias_decay),
+        lr=torch.tensor(lr, dtype=torch.float64) if tensor_lr else lr,
+        foreach=foreach,
+        **options,
+    )
+    o2 = theirs(_split_groups(m2, decay, bias_decay), lr=lr, **options)
+    train(m1, o1, 12)
+    train(m2, o2, 12)
+    assert_same_params(m1, m2, rtol=1e-11, atol=1e-13)
+    info = o1.projection_info()
+    assert {i.branch for i in info} >= {"channel", "none"}
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["cpu", "accelerator"])
 @pytest.mark.parametrize(("ours", "theirs", "options"), [CASES[2], CASES[6]], ids=["AdamP", "SGDP"])
 def test_compiled_path_matches_official_and_never_recompiles(
