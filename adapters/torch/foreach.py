@@ -253,7 +253,9 @@ class ForeachNamespace:
         if not self.batches(tensors) or channel_axis != 0 or not all(plain(t) for t in tensors):
             return self._per_tensor(param, grad, update, channel_axis=channel_axis, **hyper)
         layout = self.layout(param.tensors)
-        if not any(layout.tested_list):  # biases and norm weights, say: no sums, no spreads
+        if not any(layout.tested_list) and not torch.compiler.is_compiling():
+            # biases and norm weights, say: no sums, no spreads. Not traced: Dynamo turns
+            # ``list *= tensor`` into a new list (compiled, the batched path fuses anyway)
             return self._untested(tensors[0].device, layout.fan.dtype)
         # half-precision lists widened here, one multi-tensor copy each (the core would cast
         # each tensor)
@@ -268,17 +270,14 @@ class ForeachNamespace:
     def _untested(self, device: torch.device, dtype: torch.dtype) -> adamp_core.Projection:
         """The core's projection of an untested array, 0-d: that of every tensor of a list in
         which nothing is tested. The multi-tensor kernels take a 0-d tensor for a whole list
-        in one kernel. Made once per device and dtype and only read (fresh while compiling,
-        where it is a constant of the graph)."""
+        in one kernel. Made once per device and dtype and only read."""
         key = (dtype, device, "list")
-        proj = self._never_projected.get(key)
-        if proj is None:
+        if key not in self._never_projected:
             zero = torch.zeros((), dtype=dtype, device=device)
             # the coefficient, 0, as a number: sub_product_ takes it in one kernel
             proj = adamp_core.radial.unprojected_like(zero, torch)._replace(coef=0.0)
-            if not torch.compiler.is_compiling():
-                self._never_projected[key] = proj
-        return proj
+            self._never_projected[key] = proj
+        return self._never_projected[key]
 
     def _per_tensor(
         self, param: TensorList, grad: TensorList, update: TensorList, **kwargs: Any
