@@ -30,10 +30,10 @@ TORCH_ROWS = {
     "ours AdamP foreach=False": lambda p: AdamP(p, weight_decay=1e-2, foreach=False),
     "ours AdamP nesterov=True": lambda p: AdamP(p, weight_decay=1e-2, nesterov=True),
     "ours SGDP, CUDA default (foreach)": lambda p: SGDP(p, lr=0.1, momentum=0.9, nesterov=True),
-    "torch.optim.AdamW(foreach=True), no-decay group": lambda p: torch.optim.AdamW(
+    "torch.optim.AdamW(foreach=True), weights and a no-decay group": lambda p: torch.optim.AdamW(
         no_decay_groups(p, 1e-2), foreach=True
     ),
-    "ours AdamP, no-decay group": lambda p: AdamP(no_decay_groups(p, 1e-2)),
+    "ours AdamP, weights and a no-decay group": lambda p: AdamP(no_decay_groups(p, 1e-2)),
 }
 
 
